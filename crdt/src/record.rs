@@ -1,0 +1,731 @@
+//! One record as one automerge document.
+//!
+//! Field values live in the document's root map under the field's name, so any
+//! automerge client reads `doc.title` as it expects. What a merge policy needs
+//! travels inside each change: its `time` holds the write's hybrid-logical-clock
+//! milliseconds and its `message` is `msdb1 <logical> <writer>` (see
+//! [`StampMeta`]). A write costs no extra operations for its metadata, and a value
+//! written by a plain automerge client, without that message, still resolves
+//! deterministically: it ranks below stamped values and among its peers by
+//! automerge's own winner rule.
+//!
+//! Concurrent writes to a field stay in the document as its conflict set
+//! ([`Record::conflict_set`]); a [`MergePolicy`] picks the visible value.
+//!
+//! Unsetting a field writes `null` rather than deleting the key, so that an unset and
+//! a concurrent set meet as candidates of one conflict set and the policy decides,
+//! exactly as for two sets. Deleting a record writes the reserved `_deleted` flag,
+//! resolved by last-writer-wins: a tombstone, so that the deletion syncs like any
+//! other change and a later write can revive the record.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{ActorId, Automerge, Change, ChangeHash, ObjId, ObjType, ReadDoc, ROOT};
+
+use crate::clock::{ClientId, Stamp};
+use crate::error::RecordError;
+use crate::policy::{self, Candidate, ConflictSet, LastWriterWins, OpId, PolicySet, Resolution};
+use crate::value::Value;
+use crate::version::VersionVector;
+
+/// The reserved root key that marks a deleted record.
+pub const DELETED_FIELD: &str = "_deleted";
+
+/// The prefix of the change message that carries a write's stamp and writer.
+pub const STAMP_MESSAGE_PREFIX: &str = "msdb1";
+
+/// When and by whom a write was made; stored in the change it produces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StampMeta {
+    pub stamp: Stamp,
+    pub writer: ClientId,
+}
+
+impl StampMeta {
+    /// Metadata for a write by `writer` at `stamp`.
+    pub fn new(stamp: Stamp, writer: impl Into<ClientId>) -> StampMeta {
+        StampMeta {
+            stamp,
+            writer: writer.into(),
+        }
+    }
+
+    /// The change message that carries the logical counter and the writer.
+    pub fn message(&self) -> String {
+        format!("{STAMP_MESSAGE_PREFIX} {} {}", self.stamp.logical, self.writer)
+    }
+
+    /// The metadata of a change with this `time` and `message`, or `None` when the
+    /// change was not written with MobileSyncDB metadata.
+    pub fn parse(time: i64, message: Option<&str>) -> Option<StampMeta> {
+        let mut words = message?.splitn(3, ' ');
+        if words.next()? != STAMP_MESSAGE_PREFIX {
+            return None;
+        }
+        let logical = words.next()?.parse().ok()?;
+        let writer = words.next().filter(|writer| !writer.is_empty())?;
+        let physical_ms = u64::try_from(time).ok()?;
+        Some(StampMeta::new(Stamp { physical_ms, logical }, writer))
+    }
+
+    /// The metadata carried by `change`, if any.
+    pub fn of_change(change: &Change) -> Option<StampMeta> {
+        StampMeta::parse(change.timestamp(), change.message())
+    }
+
+    fn commit_options(&self) -> CommitOptions {
+        let time = i64::try_from(self.stamp.physical_ms).unwrap_or(i64::MAX);
+        CommitOptions::default()
+            .with_time(time)
+            .with_message(self.message())
+    }
+}
+
+/// One edit of one field.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Edit {
+    /// Writes the value; lists and maps become nested automerge objects.
+    Set { field: String, value: Value },
+    /// Writes `null`: the field is absent from the visible row.
+    Unset { field: String },
+    /// Adds to a counter field; concurrent increments add up.
+    Increment { field: String, by: i64 },
+}
+
+impl Edit {
+    /// Sets `field` to `value`.
+    pub fn set(field: impl Into<String>, value: impl Into<Value>) -> Edit {
+        Edit::Set {
+            field: field.into(),
+            value: value.into(),
+        }
+    }
+
+    /// Unsets `field`.
+    pub fn unset(field: impl Into<String>) -> Edit {
+        Edit::Unset {
+            field: field.into(),
+        }
+    }
+
+    /// Adds `by` to the counter `field`.
+    pub fn increment(field: impl Into<String>, by: i64) -> Edit {
+        Edit::Increment {
+            field: field.into(),
+            by,
+        }
+    }
+
+    /// The field this edit writes.
+    pub fn field(&self) -> &str {
+        match self {
+            Edit::Set { field, .. } | Edit::Unset { field } | Edit::Increment { field, .. } => field,
+        }
+    }
+}
+
+/// A record: one automerge document, changed through `&mut self`.
+///
+/// ```
+/// use automerge::ActorId;
+/// use mobilesyncdb_crdt::{Edit, LastWriterWins, Record, Stamp, StampMeta, Value};
+///
+/// let mut phone = Record::new(ActorId::from(b"phone-a-actor-01".to_vec()));
+/// let write = StampMeta::new(Stamp::at(1_000), "phone-a");
+/// phone.write(&[Edit::set("title", "buy milk")], &write).unwrap();
+///
+/// // A second replica edits the same field concurrently, with a later stamp.
+/// let mut tablet = Record::load(&phone.save()).unwrap();
+/// tablet.set_actor(ActorId::from(b"tablet-actor-001".to_vec()));
+/// let later = StampMeta::new(Stamp::at(2_000), "tablet");
+/// tablet.write(&[Edit::set("title", "buy oat milk")], &later).unwrap();
+/// phone.write(&[Edit::set("title", "buy soy milk")], &write).unwrap();
+///
+/// phone.apply_changes(tablet.changes_since(&[])).unwrap();
+/// let conflict = phone.conflict_set("title").unwrap();
+/// assert_eq!(conflict.candidates().len(), 2);
+/// let shown = phone.resolve("title", &LastWriterWins).unwrap();
+/// assert_eq!(shown.value, Value::str("buy oat milk"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Record {
+    doc: Automerge,
+}
+
+impl Record {
+    /// An empty record whose writes are made by `actor`.
+    pub fn new(actor: ActorId) -> Record {
+        Record {
+            doc: Automerge::new().with_actor(actor),
+        }
+    }
+
+    /// Loads a record from saved bytes: a document chunk, change chunks, or a
+    /// document chunk followed by change chunks.
+    ///
+    /// # Errors
+    ///
+    /// [`RecordError::Load`] for bytes that are not automerge storage.
+    pub fn load(bytes: &[u8]) -> Result<Record, RecordError> {
+        let doc = Automerge::load(bytes).map_err(RecordError::Load)?;
+        Ok(Record { doc })
+    }
+
+    /// Sets the actor for this replica's future writes. Each actor must write one
+    /// linear history: give every writing process or device its own.
+    pub fn set_actor(&mut self, actor: ActorId) {
+        self.doc.set_actor(actor);
+    }
+
+    /// The underlying automerge document, for reads this type does not wrap.
+    pub fn document(&self) -> &Automerge {
+        &self.doc
+    }
+
+    /// True when the record has no changes at all.
+    pub fn is_empty(&self) -> bool {
+        self.doc.is_empty()
+    }
+
+    /// Applies `edits` as one change stamped with `meta`, and returns the change, or
+    /// `None` when nothing changed (every edit wrote the value already there).
+    /// Either every edit is applied or none is.
+    ///
+    /// # Errors
+    ///
+    /// [`RecordError::ReservedField`] for a field starting with `_`,
+    /// [`RecordError::NotACounter`] for incrementing a field that is not a counter,
+    /// [`RecordError::Write`] when automerge refuses an operation.
+    pub fn write(&mut self, edits: &[Edit], meta: &StampMeta) -> Result<Option<Change>, RecordError> {
+        self.commit(edits, None, meta)
+    }
+
+    /// Writes the tombstone: the record is deleted for every replica that merges
+    /// this change. Returns `None` when it was deleted already.
+    ///
+    /// # Errors
+    ///
+    /// [`RecordError::Write`] when automerge refuses the operation.
+    pub fn delete(&mut self, meta: &StampMeta) -> Result<Option<Change>, RecordError> {
+        self.commit(&[], Some(true), meta)
+    }
+
+    /// Clears the tombstone and applies `edits` in the same change.
+    ///
+    /// # Errors
+    ///
+    /// As [`Record::write`].
+    pub fn revive(&mut self, edits: &[Edit], meta: &StampMeta) -> Result<Option<Change>, RecordError> {
+        self.commit(edits, Some(false), meta)
+    }
+
+    fn commit(
+        &mut self,
+        edits: &[Edit],
+        tombstone: Option<bool>,
+        meta: &StampMeta,
+    ) -> Result<Option<Change>, RecordError> {
+        if let Some(edit) = edits.iter().find(|edit| edit.field().starts_with('_')) {
+            return Err(RecordError::ReservedField {
+                field: edit.field().to_owned(),
+            });
+        }
+        let mut transaction = self.doc.transaction();
+        let written = write_edits(&mut transaction, edits, tombstone);
+        if let Err(error) = written {
+            transaction.rollback();
+            return Err(error);
+        }
+        let (hash, _) = transaction.commit_with(meta.commit_options());
+        Ok(hash.and_then(|hash| self.doc.get_change_by_hash(&hash)))
+    }
+
+    /// Applies changes from other replicas. Duplicates are ignored; a change whose
+    /// dependencies are missing waits inside the document until they arrive (see
+    /// [`Record::missing_deps`]).
+    ///
+    /// # Errors
+    ///
+    /// [`RecordError::Apply`] when automerge refuses the changes.
+    pub fn apply_changes(&mut self, changes: Vec<Change>) -> Result<(), RecordError> {
+        self.doc.apply_changes(changes).map_err(RecordError::Apply)
+    }
+
+    /// Applies saved bytes (document or change chunks) from another replica and
+    /// returns how many operations were new.
+    ///
+    /// # Errors
+    ///
+    /// [`RecordError::Load`] for bytes that are not automerge storage.
+    pub fn load_incremental(&mut self, bytes: &[u8]) -> Result<usize, RecordError> {
+        self.doc.load_incremental(bytes).map_err(RecordError::Load)
+    }
+
+    /// The whole record as compact bytes.
+    pub fn save(&self) -> Vec<u8> {
+        self.doc.save()
+    }
+
+    /// The whole record as change chunks in a canonical order: causal, with
+    /// concurrent changes ordered by hash. Two replicas holding the same changes
+    /// produce identical bytes, whatever order the changes arrived in (automerge's
+    /// compact [`Record::save`] follows arrival order). Any automerge library loads it.
+    pub fn save_canonical(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for change in canonical_order(self.doc.get_changes(&[])) {
+            bytes.extend_from_slice(change.raw_bytes());
+        }
+        bytes
+    }
+
+    /// The changes after `heads`, encoded as change chunks.
+    pub fn save_after(&self, heads: &[ChangeHash]) -> Vec<u8> {
+        self.doc.save_after(heads)
+    }
+
+    /// The changes after `heads` (all of them for `&[]`), in causal order.
+    pub fn changes_since(&self, heads: &[ChangeHash]) -> Vec<Change> {
+        self.doc.get_changes(heads)
+    }
+
+    /// The hashes of the latest changes.
+    pub fn heads(&self) -> Vec<ChangeHash> {
+        self.doc.get_heads()
+    }
+
+    /// Dependencies of received changes that have not arrived yet.
+    pub fn missing_deps(&self) -> Vec<ChangeHash> {
+        self.doc.get_missing_deps(&[])
+    }
+
+    /// Which changes of which actor this record holds.
+    pub fn version_vector(&self) -> VersionVector {
+        self.doc
+            .get_changes_meta(&[])
+            .into_iter()
+            .map(|meta| (meta.actor.into_owned(), meta.seq))
+            .collect()
+    }
+
+    /// The names of the fields present in the document, without reserved keys, sorted.
+    pub fn field_names(&self) -> Vec<String> {
+        self.doc
+            .keys(ROOT)
+            .filter(|key| !key.starts_with('_'))
+            .collect()
+    }
+
+    /// The concurrent values of `field` with their stamps and writers. Empty when the
+    /// field was never written.
+    ///
+    /// # Errors
+    ///
+    /// [`RecordError::Read`] when automerge cannot read the field.
+    pub fn conflict_set(&self, field: &str) -> Result<ConflictSet, RecordError> {
+        let read_error = |source| RecordError::Read {
+            field: field.to_owned(),
+            source,
+        };
+        let values = self.doc.get_all(ROOT, field).map_err(read_error)?;
+        let mut candidates = Vec::with_capacity(values.len());
+        for (value, id) in values {
+            let value = read_value(&self.doc, value, &id).map_err(read_error)?;
+            candidates.push(self.candidate(value, id));
+        }
+        Ok(ConflictSet::new(field, candidates))
+    }
+
+    fn candidate(&self, value: Value, id: ObjId) -> Candidate {
+        let meta = self
+            .doc
+            .hash_for_opid(&id)
+            .and_then(|hash| self.doc.get_change_meta_by_hash(&hash))
+            .and_then(|change| StampMeta::parse(change.timestamp, change.message.as_deref()));
+        let op = match id {
+            ObjId::Id(counter, actor, _) => OpId { counter, actor },
+            ObjId::Root => OpId {
+                counter: 0,
+                actor: ActorId::from(Vec::new()),
+            },
+        };
+        let (stamp, writer) = meta.map_or((None, None), |meta| (Some(meta.stamp), Some(meta.writer)));
+        Candidate {
+            value,
+            stamp,
+            writer,
+            op,
+        }
+    }
+
+    /// The visible value of `field` under `policy`.
+    ///
+    /// # Errors
+    ///
+    /// [`RecordError::Read`] when automerge cannot read the field.
+    pub fn resolve(&self, field: &str, policy: &dyn policy::MergePolicy) -> Result<Resolution, RecordError> {
+        Ok(policy::resolve(policy, &self.conflict_set(field)?))
+    }
+
+    /// Whether the tombstone is set, by last-writer-wins over concurrent deletes and
+    /// revivals.
+    pub fn is_deleted(&self) -> bool {
+        self.resolve(DELETED_FIELD, &LastWriterWins)
+            .map(|resolution| resolution.value == Value::Bool(true))
+            .unwrap_or(false)
+    }
+
+    /// Every present field's resolution under `policies`, sorted by field name.
+    ///
+    /// # Errors
+    ///
+    /// [`RecordError::Read`] when automerge cannot read a field.
+    pub fn resolve_all(&self, policies: &PolicySet) -> Result<Vec<(String, Resolution)>, RecordError> {
+        self.field_names()
+            .into_iter()
+            .map(|field| {
+                let resolution = self.resolve(&field, policies.for_field(&field))?;
+                Ok((field, resolution))
+            })
+            .collect()
+    }
+}
+
+/// Kahn's topological sort with ready changes taken in hash order.
+fn canonical_order(changes: Vec<Change>) -> Vec<Change> {
+    let known: BTreeSet<ChangeHash> = changes.iter().map(Change::hash).collect();
+    let mut waiting_on: BTreeMap<ChangeHash, usize> = BTreeMap::new();
+    let mut dependents: BTreeMap<ChangeHash, Vec<ChangeHash>> = BTreeMap::new();
+    let mut by_hash: BTreeMap<ChangeHash, Change> = BTreeMap::new();
+    let mut ready = BTreeSet::new();
+    for change in changes {
+        let deps: Vec<ChangeHash> = change.deps().iter().filter(|dep| known.contains(dep)).copied().collect();
+        for dep in &deps {
+            dependents.entry(*dep).or_default().push(change.hash());
+        }
+        if deps.is_empty() {
+            ready.insert(change.hash());
+        }
+        waiting_on.insert(change.hash(), deps.len());
+        by_hash.insert(change.hash(), change);
+    }
+    let mut ordered = Vec::with_capacity(by_hash.len());
+    while let Some(hash) = ready.pop_first() {
+        for dependent in dependents.remove(&hash).unwrap_or_default() {
+            let count = waiting_on.entry(dependent).or_insert(1);
+            *count -= 1;
+            if *count == 0 {
+                ready.insert(dependent);
+            }
+        }
+        ordered.extend(by_hash.remove(&hash));
+    }
+    ordered
+}
+
+fn write_edits(
+    transaction: &mut impl Transactable,
+    edits: &[Edit],
+    tombstone: Option<bool>,
+) -> Result<(), RecordError> {
+    if let Some(deleted) = tombstone {
+        transaction
+            .put(ROOT, DELETED_FIELD, deleted)
+            .map_err(|source| RecordError::Write {
+                field: DELETED_FIELD.to_owned(),
+                source,
+            })?;
+    }
+    for edit in edits {
+        write_edit(transaction, edit)?;
+    }
+    Ok(())
+}
+
+fn write_edit(transaction: &mut impl Transactable, edit: &Edit) -> Result<(), RecordError> {
+    let write_error = |source| RecordError::Write {
+        field: edit.field().to_owned(),
+        source,
+    };
+    match edit {
+        Edit::Set { field, value } => write_value(transaction, &ROOT, field.as_str().into(), value),
+        Edit::Unset { field } => transaction.put(ROOT, field.as_str(), ()),
+        Edit::Increment { field, by } => {
+            let is_counter = matches!(
+                transaction.get(ROOT, field.as_str()).map_err(write_error)?,
+                Some((automerge::Value::Scalar(scalar), _)) if scalar.is_counter()
+            );
+            if !is_counter {
+                return Err(RecordError::NotACounter {
+                    field: field.clone(),
+                });
+            }
+            transaction.increment(ROOT, field.as_str(), *by)
+        }
+    }
+    .map_err(write_error)
+}
+
+fn write_value(
+    transaction: &mut impl Transactable,
+    parent: &ObjId,
+    key: automerge::Prop,
+    value: &Value,
+) -> Result<(), automerge::AutomergeError> {
+    match value {
+        Value::List(items) => {
+            let list = put_object(transaction, parent, key, ObjType::List)?;
+            for (index, item) in items.iter().enumerate() {
+                insert_value(transaction, &list, index, item)?;
+            }
+            Ok(())
+        }
+        Value::Map(entries) => {
+            let map = put_object(transaction, parent, key, ObjType::Map)?;
+            for (name, item) in entries.iter() {
+                write_value(transaction, &map, name.as_str().into(), item)?;
+            }
+            Ok(())
+        }
+        scalar => {
+            let scalar = scalar.to_scalar().unwrap_or(automerge::ScalarValue::Null);
+            match key {
+                automerge::Prop::Map(name) => transaction.put(parent, name, scalar),
+                automerge::Prop::Seq(index) => transaction.insert(parent, index, scalar),
+            }
+        }
+    }
+}
+
+fn put_object(
+    transaction: &mut impl Transactable,
+    parent: &ObjId,
+    key: automerge::Prop,
+    kind: ObjType,
+) -> Result<ObjId, automerge::AutomergeError> {
+    match key {
+        automerge::Prop::Map(name) => transaction.put_object(parent, name, kind),
+        automerge::Prop::Seq(index) => transaction.insert_object(parent, index, kind),
+    }
+}
+
+fn insert_value(
+    transaction: &mut impl Transactable,
+    list: &ObjId,
+    index: usize,
+    value: &Value,
+) -> Result<(), automerge::AutomergeError> {
+    write_value(transaction, list, automerge::Prop::Seq(index), value)
+}
+
+/// Reads a value, hydrating nested objects. A text object (how JavaScript automerge
+/// 3 stores plain strings) reads as a string.
+fn read_value(
+    doc: &Automerge,
+    value: automerge::Value<'_>,
+    id: &ObjId,
+) -> Result<Value, automerge::AutomergeError> {
+    match value {
+        automerge::Value::Scalar(scalar) => Ok(Value::from_scalar(&scalar)),
+        automerge::Value::Object(ObjType::Text) => Ok(Value::Str(doc.text(id)?.into_boxed_str())),
+        automerge::Value::Object(ObjType::Map | ObjType::Table) => {
+            let mut entries = std::collections::BTreeMap::new();
+            for key in doc.keys(id) {
+                if let Some((item, item_id)) = doc.get(id, key.as_str())? {
+                    entries.insert(key, read_value(doc, item, &item_id)?);
+                }
+            }
+            Ok(Value::Map(Box::new(entries)))
+        }
+        automerge::Value::Object(ObjType::List) => {
+            let mut items = Vec::with_capacity(doc.length(id));
+            for index in 0..doc.length(id) {
+                if let Some((item, item_id)) = doc.get(id, index)? {
+                    items.push(read_value(doc, item, &item_id)?);
+                }
+            }
+            Ok(Value::List(items.into_boxed_slice()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use automerge::transaction::Transactable;
+
+    use super::*;
+    use crate::policy::{Manual, Sum};
+
+    fn actor(name: &str) -> ActorId {
+        ActorId::from(name.as_bytes().to_vec())
+    }
+
+    fn meta(at_ms: u64, writer: &str) -> StampMeta {
+        StampMeta::new(Stamp::at(at_ms), writer)
+    }
+
+    /// Two replicas of one record that each write `field` without seeing the other.
+    fn concurrent(field: &str, left: Value, right: Value) -> Record {
+        let mut base = Record::new(actor("server"));
+        base.write(&[Edit::set("title", "x")], &meta(1, "server")).expect("create");
+        let mut phone = Record::load(&base.save()).expect("load");
+        phone.set_actor(actor("phone"));
+        phone.write(&[Edit::set(field, left)], &meta(10, "phone")).expect("phone");
+        base.write(&[Edit::set(field, right)], &meta(20, "tablet")).expect("tablet");
+        base.apply_changes(phone.changes_since(&[])).expect("merge");
+        base
+    }
+
+    #[test]
+    fn concurrent_writes_keep_both_values_with_their_stamps() {
+        let record = concurrent("status", Value::str("done"), Value::str("open"));
+        let conflict = record.conflict_set("status").expect("read");
+        let summary: Vec<_> = conflict
+            .candidates()
+            .iter()
+            .map(|candidate| (candidate.value.clone(), candidate.stamp, candidate.writer.clone()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (Value::str("done"), Some(Stamp::at(10)), Some(ClientId::from("phone"))),
+                (Value::str("open"), Some(Stamp::at(20)), Some(ClientId::from("tablet"))),
+            ]
+        );
+        assert_eq!(record.resolve("status", &Sum).expect("resolve").value, Value::str("open"));
+        assert!(record.resolve("status", &Manual).expect("resolve").open);
+    }
+
+    #[test]
+    fn a_later_write_that_saw_the_conflict_settles_it() {
+        let mut record = concurrent("status", Value::str("done"), Value::str("open"));
+        record.write(&[Edit::set("status", "archived")], &meta(5, "admin")).expect("write");
+        let conflict = record.conflict_set("status").expect("read");
+        assert!(!conflict.is_conflict());
+        assert_eq!(conflict.candidates()[0].value, Value::str("archived"));
+    }
+
+    #[test]
+    fn unset_meets_a_concurrent_set_in_one_conflict_set() {
+        let mut base = Record::new(actor("server"));
+        base.write(&[Edit::set("note", "hello")], &meta(1, "server")).expect("create");
+        let mut phone = Record::load(&base.save()).expect("load");
+        phone.set_actor(actor("phone"));
+        phone.write(&[Edit::unset("note")], &meta(30, "phone")).expect("unset");
+        base.write(&[Edit::set("note", "hello there")], &meta(20, "tablet")).expect("set");
+        base.apply_changes(phone.changes_since(&[])).expect("merge");
+        assert_eq!(base.conflict_set("note").expect("read").candidates().len(), 2);
+        assert_eq!(base.resolve("note", &LastWriterWins).expect("resolve").value, Value::Null);
+    }
+
+    #[test]
+    fn writing_the_same_value_again_makes_no_change() {
+        let mut record = Record::new(actor("server"));
+        record.write(&[Edit::set("n", 1_i64)], &meta(1, "s")).expect("first");
+        assert!(record.write(&[Edit::set("n", 1_i64)], &meta(2, "s")).expect("again").is_none());
+    }
+
+    #[test]
+    fn delete_is_a_tombstone_that_a_revive_clears() {
+        let mut record = Record::new(actor("server"));
+        record.write(&[Edit::set("title", "t")], &meta(1, "s")).expect("create");
+        assert!(!record.is_deleted());
+        record.delete(&meta(2, "s")).expect("delete");
+        assert!(record.is_deleted());
+        assert!(record.delete(&meta(3, "s")).expect("again").is_none());
+        record.revive(&[Edit::set("title", "back")], &meta(4, "s")).expect("revive");
+        assert!(!record.is_deleted());
+        assert_eq!(record.field_names(), vec!["title".to_owned()]);
+    }
+
+    #[test]
+    fn counters_merge_increments_and_refuse_non_counters() {
+        let mut base = Record::new(actor("server"));
+        base.write(&[Edit::set("likes", Value::Counter(0)), Edit::set("n", 1_i64)], &meta(1, "s"))
+            .expect("create");
+        let mut phone = Record::load(&base.save()).expect("load");
+        phone.set_actor(actor("phone"));
+        phone.write(&[Edit::increment("likes", 2)], &meta(2, "p")).expect("phone");
+        base.write(&[Edit::increment("likes", 3)], &meta(2, "s")).expect("server");
+        base.apply_changes(phone.changes_since(&[])).expect("merge");
+        assert_eq!(base.resolve("likes", &LastWriterWins).expect("read").value, Value::Counter(5));
+        let error = base.write(&[Edit::increment("n", 1)], &meta(3, "s")).expect_err("not a counter");
+        assert!(matches!(error, RecordError::NotACounter { field } if field == "n"));
+    }
+
+    #[test]
+    fn a_failed_edit_rolls_back_the_whole_write() {
+        let mut record = Record::new(actor("server"));
+        record.write(&[Edit::set("n", 1_i64)], &meta(1, "s")).expect("create");
+        let heads = record.heads();
+        let edits = [Edit::set("title", "half"), Edit::increment("n", 1)];
+        assert!(record.write(&edits, &meta(2, "s")).is_err());
+        assert_eq!(record.heads(), heads);
+        assert_eq!(record.resolve("title", &LastWriterWins).expect("read").value, Value::Null);
+    }
+
+    #[test]
+    fn reserved_fields_are_refused() {
+        let mut record = Record::new(actor("server"));
+        let error = record.write(&[Edit::set("_deleted", false)], &meta(1, "s")).expect_err("reserved");
+        assert!(matches!(error, RecordError::ReservedField { .. }));
+    }
+
+    #[test]
+    fn garbage_bytes_do_not_load() {
+        assert!(matches!(Record::load(b"not automerge"), Err(RecordError::Load(_))));
+    }
+
+    #[test]
+    fn plain_automerge_writes_read_as_unstamped_values_and_text_as_strings() {
+        let mut doc = Automerge::new().with_actor(actor("js-client"));
+        let mut transaction = doc.transaction();
+        let text = transaction.put_object(ROOT, "title", ObjType::Text).expect("text");
+        transaction.splice_text(&text, 0, 0, "from javascript").expect("splice");
+        transaction.put(ROOT, "count", 2.0).expect("float");
+        transaction.commit();
+        let record = Record::load(&doc.save()).expect("load");
+        let conflict = record.conflict_set("title").expect("read");
+        assert_eq!(conflict.candidates()[0].value, Value::str("from javascript"));
+        assert_eq!(conflict.candidates()[0].stamp, None);
+        assert_eq!(conflict.candidates()[0].writer, None);
+    }
+
+    #[test]
+    fn stamp_messages_round_trip_and_foreign_messages_are_ignored() {
+        let original = StampMeta::new(Stamp { physical_ms: 1_700_000_000_000, logical: 3 }, "phone 7");
+        let parsed = StampMeta::parse(1_700_000_000_000, Some(&original.message()));
+        assert_eq!(parsed, Some(original));
+        assert_eq!(StampMeta::parse(5, Some("fixed a typo")), None);
+        assert_eq!(StampMeta::parse(-5, Some("msdb1 0 phone")), None);
+        assert_eq!(StampMeta::parse(5, Some("msdb1 x phone")), None);
+        assert_eq!(StampMeta::parse(5, None), None);
+    }
+
+    #[test]
+    fn version_vectors_detect_concurrent_histories() {
+        let mut base = Record::new(actor("server"));
+        base.write(&[Edit::set("a", 1_i64)], &meta(1, "s")).expect("create");
+        let mut phone = Record::load(&base.save()).expect("load");
+        phone.set_actor(actor("phone"));
+        assert_eq!(phone.version_vector().compare(&base.version_vector()), crate::Causality::Equal);
+        phone.write(&[Edit::set("a", 2_i64)], &meta(2, "p")).expect("phone");
+        assert_eq!(base.version_vector().compare(&phone.version_vector()), crate::Causality::Before);
+        base.write(&[Edit::set("a", 3_i64)], &meta(2, "s")).expect("server");
+        assert_eq!(base.version_vector().compare(&phone.version_vector()), crate::Causality::Concurrent);
+    }
+
+    #[test]
+    fn changes_with_missing_dependencies_wait() {
+        let mut origin = Record::new(actor("server"));
+        origin.write(&[Edit::set("a", 1_i64)], &meta(1, "s")).expect("one");
+        origin.write(&[Edit::set("a", 2_i64)], &meta(2, "s")).expect("two");
+        let changes = origin.changes_since(&[]);
+        let mut replica = Record::new(actor("replica"));
+        replica.apply_changes(vec![changes[1].clone()]).expect("queued");
+        assert_eq!(replica.missing_deps(), vec![changes[0].hash()]);
+        replica.apply_changes(vec![changes[0].clone()]).expect("complete");
+        assert!(replica.missing_deps().is_empty());
+        assert_eq!(replica.resolve("a", &LastWriterWins).expect("read").value, Value::Int(2));
+    }
+}
