@@ -25,7 +25,9 @@ pub const DEFAULT_MAX_SKEW_MS: u64 = 60_000;
 
 /// A hybrid-logical-clock stamp: `(physical milliseconds, logical counter)`,
 /// ordered lexicographically.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Stamp {
     /// Milliseconds since the Unix epoch.
     pub physical_ms: u64,
@@ -189,16 +191,31 @@ mod tests {
         let second = clock.tick(900);
         let third = clock.tick(900);
         assert!(first < second && second < third);
-        assert_eq!(third, Stamp { physical_ms: 1_000, logical: 2 });
+        assert_eq!(
+            third,
+            Stamp {
+                physical_ms: 1_000,
+                logical: 2
+            }
+        );
     }
 
     #[test]
     fn observe_moves_past_a_remote_stamp_within_skew() {
         let mut clock = HybridClock::new(5_000);
         clock.tick(1_000);
-        let remote = Stamp { physical_ms: 4_000, logical: 7 };
+        let remote = Stamp {
+            physical_ms: 4_000,
+            logical: 7,
+        };
         let next = clock.observe(remote, 1_000).expect("within skew");
-        assert_eq!(next, Stamp { physical_ms: 4_000, logical: 8 });
+        assert_eq!(
+            next,
+            Stamp {
+                physical_ms: 4_000,
+                logical: 8
+            }
+        );
         assert!(clock.tick(1_001) > next);
     }
 
@@ -210,7 +227,10 @@ mod tests {
         let error = clock.observe(year_2099, 1_000).expect_err("too far ahead");
         assert_eq!(
             error,
-            ClockError::TooFarAhead { ahead_ms: 4_070_908_799_000, max_skew_ms: 60_000 }
+            ClockError::TooFarAhead {
+                ahead_ms: 4_070_908_799_000,
+                max_skew_ms: 60_000
+            }
         );
         assert_eq!(clock.last(), Stamp::at(1_000));
     }
@@ -225,7 +245,10 @@ mod tests {
     #[test]
     fn logical_overflow_borrows_the_next_millisecond() {
         let mut clock = HybridClock::default();
-        let remote = Stamp { physical_ms: 5, logical: u32::MAX };
+        let remote = Stamp {
+            physical_ms: 5,
+            logical: u32::MAX,
+        };
         assert_eq!(clock.observe(remote, 5).expect("ok"), Stamp::at(6));
     }
 }

@@ -1,6 +1,5 @@
 //! Errors, one small enum per concern, all convertible into [`CrdtError`].
 
-
 /// A stamp was refused by a [`HybridClock`](crate::HybridClock).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -16,28 +15,28 @@ pub enum ClockError {
 #[non_exhaustive]
 pub enum RecordError {
     #[error("the record bytes are not a valid automerge document: {0}")]
-    Load(#[source] automerge::AutomergeError),
-    #[error("change bytes are not a valid automerge change: {0}")]
-    BadChange(#[source] automerge::LoadChangeError),
+    Load(#[source] Box<automerge::AutomergeError>),
     #[error("the changes could not be applied: {0}")]
-    Apply(#[source] automerge::AutomergeError),
+    Apply(#[source] Box<automerge::AutomergeError>),
     #[error("field `{field}` could not be written: {source}")]
     Write {
         field: String,
         #[source]
-        source: automerge::AutomergeError,
+        source: Box<automerge::AutomergeError>,
     },
     #[error("field `{field}` could not be read: {source}")]
     Read {
         field: String,
         #[source]
-        source: automerge::AutomergeError,
+        source: Box<automerge::AutomergeError>,
     },
     #[error("field `{field}` is not a counter, so it cannot be incremented; set it instead")]
     NotACounter { field: String },
     #[error("field name `{field}` is reserved: names starting with `_` belong to MobileSyncDB")]
     ReservedField { field: String },
-    #[error("the changes depend on {missing} change(s) this record has not seen; send the earlier changes first")]
+    #[error(
+        "the changes depend on {missing} change(s) this record has not seen; send the earlier changes first"
+    )]
     MissingDependencies { missing: usize },
 }
 
@@ -62,4 +61,3 @@ pub enum CrdtError {
     #[error(transparent)]
     Policy(#[from] PolicyError),
 }
-

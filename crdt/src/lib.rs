@@ -56,6 +56,6 @@ pub use policy::{
     Candidate, ClientPriority, ConflictSet, Custom, LastWriterWins, Manual, Max, MergePolicy, Min,
     OpId, PolicyRegistry, PolicySet, PolicySpec, Resolution, SetUnion, Sum, resolve,
 };
-pub use record::{DELETED_FIELD, Edit, Record, STAMP_MESSAGE_PREFIX, StampMeta};
+pub use record::{DELETED_FIELD, Edit, MergeReport, Record, STAMP_MESSAGE_PREFIX, StampMeta};
 pub use value::{Value, ValueKind};
 pub use version::{Causality, VersionVector};

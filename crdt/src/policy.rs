@@ -186,7 +186,11 @@ impl PolicySet {
     }
 
     /// Overrides the policy of one field.
-    pub fn with_field(mut self, field: impl Into<String>, policy: Arc<dyn MergePolicy>) -> PolicySet {
+    pub fn with_field(
+        mut self,
+        field: impl Into<String>,
+        policy: Arc<dyn MergePolicy>,
+    ) -> PolicySet {
         self.fields.insert(field.into(), policy);
         self
     }

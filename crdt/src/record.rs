@@ -21,13 +21,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{ActorId, Automerge, Change, ChangeHash, ObjId, ObjType, ReadDoc, ROOT};
+use automerge::{ActorId, Automerge, Change, ChangeHash, ObjId, ObjType, ROOT, ReadDoc};
 
 use crate::clock::{ClientId, Stamp};
 use crate::error::RecordError;
 use crate::policy::{self, Candidate, ConflictSet, LastWriterWins, OpId, PolicySet, Resolution};
 use crate::value::Value;
-use crate::version::VersionVector;
+use crate::version::{Causality, VersionVector};
 
 /// The reserved root key that marks a deleted record.
 pub const DELETED_FIELD: &str = "_deleted";
@@ -53,7 +53,10 @@ impl StampMeta {
 
     /// The change message that carries the logical counter and the writer.
     pub fn message(&self) -> String {
-        format!("{STAMP_MESSAGE_PREFIX} {} {}", self.stamp.logical, self.writer)
+        format!(
+            "{STAMP_MESSAGE_PREFIX} {} {}",
+            self.stamp.logical, self.writer
+        )
     }
 
     /// The metadata of a change with this `time` and `message`, or `None` when the
@@ -66,7 +69,13 @@ impl StampMeta {
         let logical = words.next()?.parse().ok()?;
         let writer = words.next().filter(|writer| !writer.is_empty())?;
         let physical_ms = u64::try_from(time).ok()?;
-        Some(StampMeta::new(Stamp { physical_ms, logical }, writer))
+        Some(StampMeta::new(
+            Stamp {
+                physical_ms,
+                logical,
+            },
+            writer,
+        ))
     }
 
     /// The metadata carried by `change`, if any.
@@ -80,6 +89,32 @@ impl StampMeta {
             .with_time(time)
             .with_message(self.message())
     }
+}
+
+/// What [`Record::merge`] did.
+#[derive(Clone, Debug)]
+pub struct MergeReport {
+    /// The changes that were new, in causal order.
+    pub applied: Vec<Change>,
+    /// Changes the record already had.
+    pub duplicates: usize,
+    /// How this record's history before the merge relates to the merged changes'
+    /// history: `Concurrent` means both sides had edits the other had not seen.
+    pub causality: Causality,
+}
+
+/// How many dependencies of `fresh` are neither in the document nor in `fresh`.
+fn missing_dependencies(doc: &Automerge, fresh: &[Change]) -> usize {
+    let incoming: BTreeSet<ChangeHash> = fresh.iter().map(Change::hash).collect();
+    let mut missing = BTreeSet::new();
+    for change in fresh {
+        for dep in change.deps() {
+            if !incoming.contains(dep) && doc.get_change_meta_by_hash(dep).is_none() {
+                missing.insert(*dep);
+            }
+        }
+    }
+    missing.len()
 }
 
 /// One edit of one field.
@@ -120,7 +155,9 @@ impl Edit {
     /// The field this edit writes.
     pub fn field(&self) -> &str {
         match self {
-            Edit::Set { field, .. } | Edit::Unset { field } | Edit::Increment { field, .. } => field,
+            Edit::Set { field, .. } | Edit::Unset { field } | Edit::Increment { field, .. } => {
+                field
+            }
         }
     }
 }
@@ -168,7 +205,7 @@ impl Record {
     ///
     /// [`RecordError::Load`] for bytes that are not automerge storage.
     pub fn load(bytes: &[u8]) -> Result<Record, RecordError> {
-        let doc = Automerge::load(bytes).map_err(RecordError::Load)?;
+        let doc = Automerge::load(bytes).map_err(|error| RecordError::Load(Box::new(error)))?;
         Ok(Record { doc })
     }
 
@@ -197,7 +234,11 @@ impl Record {
     /// [`RecordError::ReservedField`] for a field starting with `_`,
     /// [`RecordError::NotACounter`] for incrementing a field that is not a counter,
     /// [`RecordError::Write`] when automerge refuses an operation.
-    pub fn write(&mut self, edits: &[Edit], meta: &StampMeta) -> Result<Option<Change>, RecordError> {
+    pub fn write(
+        &mut self,
+        edits: &[Edit],
+        meta: &StampMeta,
+    ) -> Result<Option<Change>, RecordError> {
         self.commit(edits, None, meta)
     }
 
@@ -216,7 +257,11 @@ impl Record {
     /// # Errors
     ///
     /// As [`Record::write`].
-    pub fn revive(&mut self, edits: &[Edit], meta: &StampMeta) -> Result<Option<Change>, RecordError> {
+    pub fn revive(
+        &mut self,
+        edits: &[Edit],
+        meta: &StampMeta,
+    ) -> Result<Option<Change>, RecordError> {
         self.commit(edits, Some(false), meta)
     }
 
@@ -249,7 +294,70 @@ impl Record {
     ///
     /// [`RecordError::Apply`] when automerge refuses the changes.
     pub fn apply_changes(&mut self, changes: Vec<Change>) -> Result<(), RecordError> {
-        self.doc.apply_changes(changes).map_err(RecordError::Apply)
+        self.doc
+            .apply_changes(changes)
+            .map_err(|error| RecordError::Apply(Box::new(error)))
+    }
+
+    /// Merges changes from another replica and reports what was new and whether
+    /// the other side's history was concurrent with this one (a concurrent
+    /// modification, found by comparing version vectors).
+    ///
+    /// Unlike [`Record::apply_changes`], a batch whose dependencies are missing is
+    /// refused whole: a record must never hold changes it cannot show.
+    ///
+    /// # Errors
+    ///
+    /// [`RecordError::MissingDependencies`] (the record is unchanged) or
+    /// [`RecordError::Apply`].
+    pub fn merge(&mut self, changes: Vec<Change>) -> Result<MergeReport, RecordError> {
+        let (fresh, duplicates): (Vec<Change>, Vec<Change>) = changes
+            .into_iter()
+            .partition(|change| self.doc.get_change_by_hash(&change.hash()).is_none());
+        let duplicates = duplicates.len();
+        if fresh.is_empty() {
+            return Ok(MergeReport {
+                applied: Vec::new(),
+                duplicates,
+                causality: Causality::Equal,
+            });
+        }
+        let missing = missing_dependencies(&self.doc, &fresh);
+        if missing > 0 {
+            return Err(RecordError::MissingDependencies { missing });
+        }
+        let before = self.version_vector();
+        let heads_before = self.doc.get_heads();
+        self.apply_changes(fresh.clone())?;
+        let theirs = self.version_vector_at(&fresh.iter().map(Change::hash).collect::<Vec<_>>());
+        let applied = self.doc.get_changes(&heads_before);
+        let applied = applied
+            .into_iter()
+            .filter(|change| fresh.iter().any(|f| f.hash() == change.hash()))
+            .collect();
+        Ok(MergeReport {
+            applied,
+            duplicates,
+            causality: before.compare(&theirs),
+        })
+    }
+
+    /// The version vector of the history that ends at `heads` (changes this record
+    /// holds; unknown hashes are skipped).
+    pub fn version_vector_at(&self, heads: &[ChangeHash]) -> VersionVector {
+        let mut vector = VersionVector::new();
+        let mut pending: Vec<ChangeHash> = heads.to_vec();
+        let mut seen = BTreeSet::new();
+        while let Some(hash) = pending.pop() {
+            if !seen.insert(hash) {
+                continue;
+            }
+            if let Some(meta) = self.doc.get_change_meta_by_hash(&hash) {
+                vector.observe(meta.actor.into_owned(), meta.seq);
+                pending.extend(meta.deps.iter().copied());
+            }
+        }
+        vector
     }
 
     /// Applies saved bytes (document or change chunks) from another replica and
@@ -259,7 +367,9 @@ impl Record {
     ///
     /// [`RecordError::Load`] for bytes that are not automerge storage.
     pub fn load_incremental(&mut self, bytes: &[u8]) -> Result<usize, RecordError> {
-        self.doc.load_incremental(bytes).map_err(RecordError::Load)
+        self.doc
+            .load_incremental(bytes)
+            .map_err(|error| RecordError::Load(Box::new(error)))
     }
 
     /// The whole record as compact bytes.
@@ -325,7 +435,7 @@ impl Record {
     pub fn conflict_set(&self, field: &str) -> Result<ConflictSet, RecordError> {
         let read_error = |source| RecordError::Read {
             field: field.to_owned(),
-            source,
+            source: Box::new(source),
         };
         let values = self.doc.get_all(ROOT, field).map_err(read_error)?;
         let mut candidates = Vec::with_capacity(values.len());
@@ -349,7 +459,8 @@ impl Record {
                 actor: ActorId::from(Vec::new()),
             },
         };
-        let (stamp, writer) = meta.map_or((None, None), |meta| (Some(meta.stamp), Some(meta.writer)));
+        let (stamp, writer) =
+            meta.map_or((None, None), |meta| (Some(meta.stamp), Some(meta.writer)));
         Candidate {
             value,
             stamp,
@@ -363,8 +474,26 @@ impl Record {
     /// # Errors
     ///
     /// [`RecordError::Read`] when automerge cannot read the field.
-    pub fn resolve(&self, field: &str, policy: &dyn policy::MergePolicy) -> Result<Resolution, RecordError> {
-        Ok(policy::resolve(policy, &self.conflict_set(field)?))
+    pub fn resolve(
+        &self,
+        field: &str,
+        policy: &dyn policy::MergePolicy,
+    ) -> Result<Resolution, RecordError> {
+        let read_error = |source| RecordError::Read {
+            field: field.to_owned(),
+            source: Box::new(source),
+        };
+        // A single value needs no stamps: looking them up is most of the cost.
+        let mut values = self.doc.get_all(ROOT, field).map_err(read_error)?;
+        if values.len() > 1 {
+            return Ok(policy::resolve(policy, &self.conflict_set(field)?));
+        }
+        match values.pop() {
+            Some((value, id)) => Ok(Resolution::settled(
+                read_value(&self.doc, value, &id).map_err(read_error)?,
+            )),
+            None => Ok(Resolution::settled(Value::Null)),
+        }
     }
 
     /// Whether the tombstone is set, by last-writer-wins over concurrent deletes and
@@ -380,7 +509,10 @@ impl Record {
     /// # Errors
     ///
     /// [`RecordError::Read`] when automerge cannot read a field.
-    pub fn resolve_all(&self, policies: &PolicySet) -> Result<Vec<(String, Resolution)>, RecordError> {
+    pub fn resolve_all(
+        &self,
+        policies: &PolicySet,
+    ) -> Result<Vec<(String, Resolution)>, RecordError> {
         self.field_names()
             .into_iter()
             .map(|field| {
@@ -399,7 +531,12 @@ fn canonical_order(changes: Vec<Change>) -> Vec<Change> {
     let mut by_hash: BTreeMap<ChangeHash, Change> = BTreeMap::new();
     let mut ready = BTreeSet::new();
     for change in changes {
-        let deps: Vec<ChangeHash> = change.deps().iter().filter(|dep| known.contains(dep)).copied().collect();
+        let deps: Vec<ChangeHash> = change
+            .deps()
+            .iter()
+            .filter(|dep| known.contains(dep))
+            .copied()
+            .collect();
         for dep in &deps {
             dependents.entry(*dep).or_default().push(change.hash());
         }
@@ -433,7 +570,7 @@ fn write_edits(
             .put(ROOT, DELETED_FIELD, deleted)
             .map_err(|source| RecordError::Write {
                 field: DELETED_FIELD.to_owned(),
-                source,
+                source: Box::new(source),
             })?;
     }
     for edit in edits {
@@ -445,7 +582,7 @@ fn write_edits(
 fn write_edit(transaction: &mut impl Transactable, edit: &Edit) -> Result<(), RecordError> {
     let write_error = |source| RecordError::Write {
         field: edit.field().to_owned(),
-        source,
+        source: Box::new(source),
     };
     match edit {
         Edit::Set { field, value } => write_value(transaction, &ROOT, field.as_str().into(), value),
@@ -567,11 +704,15 @@ mod tests {
     /// Two replicas of one record that each write `field` without seeing the other.
     fn concurrent(field: &str, left: Value, right: Value) -> Record {
         let mut base = Record::new(actor("server"));
-        base.write(&[Edit::set("title", "x")], &meta(1, "server")).expect("create");
+        base.write(&[Edit::set("title", "x")], &meta(1, "server"))
+            .expect("create");
         let mut phone = Record::load(&base.save()).expect("load");
         phone.set_actor(actor("phone"));
-        phone.write(&[Edit::set(field, left)], &meta(10, "phone")).expect("phone");
-        base.write(&[Edit::set(field, right)], &meta(20, "tablet")).expect("tablet");
+        phone
+            .write(&[Edit::set(field, left)], &meta(10, "phone"))
+            .expect("phone");
+        base.write(&[Edit::set(field, right)], &meta(20, "tablet"))
+            .expect("tablet");
         base.apply_changes(phone.changes_since(&[])).expect("merge");
         base
     }
@@ -583,23 +724,42 @@ mod tests {
         let summary: Vec<_> = conflict
             .candidates()
             .iter()
-            .map(|candidate| (candidate.value.clone(), candidate.stamp, candidate.writer.clone()))
+            .map(|candidate| {
+                (
+                    candidate.value.clone(),
+                    candidate.stamp,
+                    candidate.writer.clone(),
+                )
+            })
             .collect();
         assert_eq!(
             summary,
             vec![
-                (Value::str("done"), Some(Stamp::at(10)), Some(ClientId::from("phone"))),
-                (Value::str("open"), Some(Stamp::at(20)), Some(ClientId::from("tablet"))),
+                (
+                    Value::str("done"),
+                    Some(Stamp::at(10)),
+                    Some(ClientId::from("phone"))
+                ),
+                (
+                    Value::str("open"),
+                    Some(Stamp::at(20)),
+                    Some(ClientId::from("tablet"))
+                ),
             ]
         );
-        assert_eq!(record.resolve("status", &Sum).expect("resolve").value, Value::str("open"));
+        assert_eq!(
+            record.resolve("status", &Sum).expect("resolve").value,
+            Value::str("open")
+        );
         assert!(record.resolve("status", &Manual).expect("resolve").open);
     }
 
     #[test]
     fn a_later_write_that_saw_the_conflict_settles_it() {
         let mut record = concurrent("status", Value::str("done"), Value::str("open"));
-        record.write(&[Edit::set("status", "archived")], &meta(5, "admin")).expect("write");
+        record
+            .write(&[Edit::set("status", "archived")], &meta(5, "admin"))
+            .expect("write");
         let conflict = record.conflict_set("status").expect("read");
         assert!(!conflict.is_conflict());
         assert_eq!(conflict.candidates()[0].value, Value::str("archived"));
@@ -608,32 +768,55 @@ mod tests {
     #[test]
     fn unset_meets_a_concurrent_set_in_one_conflict_set() {
         let mut base = Record::new(actor("server"));
-        base.write(&[Edit::set("note", "hello")], &meta(1, "server")).expect("create");
+        base.write(&[Edit::set("note", "hello")], &meta(1, "server"))
+            .expect("create");
         let mut phone = Record::load(&base.save()).expect("load");
         phone.set_actor(actor("phone"));
-        phone.write(&[Edit::unset("note")], &meta(30, "phone")).expect("unset");
-        base.write(&[Edit::set("note", "hello there")], &meta(20, "tablet")).expect("set");
+        phone
+            .write(&[Edit::unset("note")], &meta(30, "phone"))
+            .expect("unset");
+        base.write(&[Edit::set("note", "hello there")], &meta(20, "tablet"))
+            .expect("set");
         base.apply_changes(phone.changes_since(&[])).expect("merge");
-        assert_eq!(base.conflict_set("note").expect("read").candidates().len(), 2);
-        assert_eq!(base.resolve("note", &LastWriterWins).expect("resolve").value, Value::Null);
+        assert_eq!(
+            base.conflict_set("note").expect("read").candidates().len(),
+            2
+        );
+        assert_eq!(
+            base.resolve("note", &LastWriterWins)
+                .expect("resolve")
+                .value,
+            Value::Null
+        );
     }
 
     #[test]
     fn writing_the_same_value_again_makes_no_change() {
         let mut record = Record::new(actor("server"));
-        record.write(&[Edit::set("n", 1_i64)], &meta(1, "s")).expect("first");
-        assert!(record.write(&[Edit::set("n", 1_i64)], &meta(2, "s")).expect("again").is_none());
+        record
+            .write(&[Edit::set("n", 1_i64)], &meta(1, "s"))
+            .expect("first");
+        assert!(
+            record
+                .write(&[Edit::set("n", 1_i64)], &meta(2, "s"))
+                .expect("again")
+                .is_none()
+        );
     }
 
     #[test]
     fn delete_is_a_tombstone_that_a_revive_clears() {
         let mut record = Record::new(actor("server"));
-        record.write(&[Edit::set("title", "t")], &meta(1, "s")).expect("create");
+        record
+            .write(&[Edit::set("title", "t")], &meta(1, "s"))
+            .expect("create");
         assert!(!record.is_deleted());
         record.delete(&meta(2, "s")).expect("delete");
         assert!(record.is_deleted());
         assert!(record.delete(&meta(3, "s")).expect("again").is_none());
-        record.revive(&[Edit::set("title", "back")], &meta(4, "s")).expect("revive");
+        record
+            .revive(&[Edit::set("title", "back")], &meta(4, "s"))
+            .expect("revive");
         assert!(!record.is_deleted());
         assert_eq!(record.field_names(), vec!["title".to_owned()]);
     }
@@ -641,59 +824,96 @@ mod tests {
     #[test]
     fn counters_merge_increments_and_refuse_non_counters() {
         let mut base = Record::new(actor("server"));
-        base.write(&[Edit::set("likes", Value::Counter(0)), Edit::set("n", 1_i64)], &meta(1, "s"))
-            .expect("create");
+        base.write(
+            &[Edit::set("likes", Value::Counter(0)), Edit::set("n", 1_i64)],
+            &meta(1, "s"),
+        )
+        .expect("create");
         let mut phone = Record::load(&base.save()).expect("load");
         phone.set_actor(actor("phone"));
-        phone.write(&[Edit::increment("likes", 2)], &meta(2, "p")).expect("phone");
-        base.write(&[Edit::increment("likes", 3)], &meta(2, "s")).expect("server");
+        phone
+            .write(&[Edit::increment("likes", 2)], &meta(2, "p"))
+            .expect("phone");
+        base.write(&[Edit::increment("likes", 3)], &meta(2, "s"))
+            .expect("server");
         base.apply_changes(phone.changes_since(&[])).expect("merge");
-        assert_eq!(base.resolve("likes", &LastWriterWins).expect("read").value, Value::Counter(5));
-        let error = base.write(&[Edit::increment("n", 1)], &meta(3, "s")).expect_err("not a counter");
+        assert_eq!(
+            base.resolve("likes", &LastWriterWins).expect("read").value,
+            Value::Counter(5)
+        );
+        let error = base
+            .write(&[Edit::increment("n", 1)], &meta(3, "s"))
+            .expect_err("not a counter");
         assert!(matches!(error, RecordError::NotACounter { field } if field == "n"));
     }
 
     #[test]
     fn a_failed_edit_rolls_back_the_whole_write() {
         let mut record = Record::new(actor("server"));
-        record.write(&[Edit::set("n", 1_i64)], &meta(1, "s")).expect("create");
+        record
+            .write(&[Edit::set("n", 1_i64)], &meta(1, "s"))
+            .expect("create");
         let heads = record.heads();
         let edits = [Edit::set("title", "half"), Edit::increment("n", 1)];
         assert!(record.write(&edits, &meta(2, "s")).is_err());
         assert_eq!(record.heads(), heads);
-        assert_eq!(record.resolve("title", &LastWriterWins).expect("read").value, Value::Null);
+        assert_eq!(
+            record
+                .resolve("title", &LastWriterWins)
+                .expect("read")
+                .value,
+            Value::Null
+        );
     }
 
     #[test]
     fn reserved_fields_are_refused() {
         let mut record = Record::new(actor("server"));
-        let error = record.write(&[Edit::set("_deleted", false)], &meta(1, "s")).expect_err("reserved");
+        let error = record
+            .write(&[Edit::set("_deleted", false)], &meta(1, "s"))
+            .expect_err("reserved");
         assert!(matches!(error, RecordError::ReservedField { .. }));
     }
 
     #[test]
     fn garbage_bytes_do_not_load() {
-        assert!(matches!(Record::load(b"not automerge"), Err(RecordError::Load(_))));
+        assert!(matches!(
+            Record::load(b"not automerge"),
+            Err(RecordError::Load(_))
+        ));
     }
 
     #[test]
     fn plain_automerge_writes_read_as_unstamped_values_and_text_as_strings() {
         let mut doc = Automerge::new().with_actor(actor("js-client"));
         let mut transaction = doc.transaction();
-        let text = transaction.put_object(ROOT, "title", ObjType::Text).expect("text");
-        transaction.splice_text(&text, 0, 0, "from javascript").expect("splice");
+        let text = transaction
+            .put_object(ROOT, "title", ObjType::Text)
+            .expect("text");
+        transaction
+            .splice_text(&text, 0, 0, "from javascript")
+            .expect("splice");
         transaction.put(ROOT, "count", 2.0).expect("float");
         transaction.commit();
         let record = Record::load(&doc.save()).expect("load");
         let conflict = record.conflict_set("title").expect("read");
-        assert_eq!(conflict.candidates()[0].value, Value::str("from javascript"));
+        assert_eq!(
+            conflict.candidates()[0].value,
+            Value::str("from javascript")
+        );
         assert_eq!(conflict.candidates()[0].stamp, None);
         assert_eq!(conflict.candidates()[0].writer, None);
     }
 
     #[test]
     fn stamp_messages_round_trip_and_foreign_messages_are_ignored() {
-        let original = StampMeta::new(Stamp { physical_ms: 1_700_000_000_000, logical: 3 }, "phone 7");
+        let original = StampMeta::new(
+            Stamp {
+                physical_ms: 1_700_000_000_000,
+                logical: 3,
+            },
+            "phone 7",
+        );
         let parsed = StampMeta::parse(1_700_000_000_000, Some(&original.message()));
         assert_eq!(parsed, Some(original));
         assert_eq!(StampMeta::parse(5, Some("fixed a typo")), None);
@@ -705,27 +925,99 @@ mod tests {
     #[test]
     fn version_vectors_detect_concurrent_histories() {
         let mut base = Record::new(actor("server"));
-        base.write(&[Edit::set("a", 1_i64)], &meta(1, "s")).expect("create");
+        base.write(&[Edit::set("a", 1_i64)], &meta(1, "s"))
+            .expect("create");
         let mut phone = Record::load(&base.save()).expect("load");
         phone.set_actor(actor("phone"));
-        assert_eq!(phone.version_vector().compare(&base.version_vector()), crate::Causality::Equal);
-        phone.write(&[Edit::set("a", 2_i64)], &meta(2, "p")).expect("phone");
-        assert_eq!(base.version_vector().compare(&phone.version_vector()), crate::Causality::Before);
-        base.write(&[Edit::set("a", 3_i64)], &meta(2, "s")).expect("server");
-        assert_eq!(base.version_vector().compare(&phone.version_vector()), crate::Causality::Concurrent);
+        assert_eq!(
+            phone.version_vector().compare(&base.version_vector()),
+            crate::Causality::Equal
+        );
+        phone
+            .write(&[Edit::set("a", 2_i64)], &meta(2, "p"))
+            .expect("phone");
+        assert_eq!(
+            base.version_vector().compare(&phone.version_vector()),
+            crate::Causality::Before
+        );
+        base.write(&[Edit::set("a", 3_i64)], &meta(2, "s"))
+            .expect("server");
+        assert_eq!(
+            base.version_vector().compare(&phone.version_vector()),
+            crate::Causality::Concurrent
+        );
+    }
+
+    #[test]
+    fn merge_reports_new_changes_duplicates_and_concurrency() {
+        let mut server = Record::new(actor("server"));
+        server
+            .write(&[Edit::set("a", 1_i64)], &meta(1, "s"))
+            .expect("create");
+        let mut phone = Record::load(&server.save()).expect("load");
+        phone.set_actor(actor("phone"));
+        phone
+            .write(&[Edit::set("a", 2_i64)], &meta(2, "p"))
+            .expect("phone");
+        let report = server.merge(phone.changes_since(&[])).expect("merge");
+        assert_eq!(report.applied.len(), 1);
+        assert_eq!(report.duplicates, 1);
+        assert_eq!(report.causality, crate::Causality::Before);
+        phone
+            .write(&[Edit::set("a", 3_i64)], &meta(3, "p"))
+            .expect("phone again");
+        server
+            .write(&[Edit::set("a", 4_i64)], &meta(3, "s"))
+            .expect("server again");
+        let report = server.merge(phone.changes_since(&[])).expect("merge");
+        assert_eq!(report.causality, crate::Causality::Concurrent);
+        let again = server.merge(phone.changes_since(&[])).expect("merge");
+        assert!(again.applied.is_empty());
+    }
+
+    #[test]
+    fn merge_refuses_a_batch_with_missing_dependencies() {
+        let mut origin = Record::new(actor("server"));
+        origin
+            .write(&[Edit::set("a", 1_i64)], &meta(1, "s"))
+            .expect("one");
+        origin
+            .write(&[Edit::set("a", 2_i64)], &meta(2, "s"))
+            .expect("two");
+        let changes = origin.changes_since(&[]);
+        let mut replica = Record::new(actor("replica"));
+        let error = replica
+            .merge(vec![changes[1].clone()])
+            .expect_err("missing");
+        assert!(matches!(
+            error,
+            RecordError::MissingDependencies { missing: 1 }
+        ));
+        assert!(replica.is_empty());
     }
 
     #[test]
     fn changes_with_missing_dependencies_wait() {
         let mut origin = Record::new(actor("server"));
-        origin.write(&[Edit::set("a", 1_i64)], &meta(1, "s")).expect("one");
-        origin.write(&[Edit::set("a", 2_i64)], &meta(2, "s")).expect("two");
+        origin
+            .write(&[Edit::set("a", 1_i64)], &meta(1, "s"))
+            .expect("one");
+        origin
+            .write(&[Edit::set("a", 2_i64)], &meta(2, "s"))
+            .expect("two");
         let changes = origin.changes_since(&[]);
         let mut replica = Record::new(actor("replica"));
-        replica.apply_changes(vec![changes[1].clone()]).expect("queued");
+        replica
+            .apply_changes(vec![changes[1].clone()])
+            .expect("queued");
         assert_eq!(replica.missing_deps(), vec![changes[0].hash()]);
-        replica.apply_changes(vec![changes[0].clone()]).expect("complete");
+        replica
+            .apply_changes(vec![changes[0].clone()])
+            .expect("complete");
         assert!(replica.missing_deps().is_empty());
-        assert_eq!(replica.resolve("a", &LastWriterWins).expect("read").value, Value::Int(2));
+        assert_eq!(
+            replica.resolve("a", &LastWriterWins).expect("read").value,
+            Value::Int(2)
+        );
     }
 }

@@ -88,7 +88,10 @@ mod tests {
     }
 
     fn vector(entries: &[(u8, u64)]) -> VersionVector {
-        entries.iter().map(|(byte, seq)| (actor(*byte), *seq)).collect()
+        entries
+            .iter()
+            .map(|(byte, seq)| (actor(*byte), *seq))
+            .collect()
     }
 
     #[test]
@@ -97,13 +100,22 @@ mod tests {
         assert_eq!(base.compare(&vector(&[(1, 2), (2, 1)])), Causality::Equal);
         assert_eq!(base.compare(&vector(&[(1, 3), (2, 1)])), Causality::Before);
         assert_eq!(base.compare(&vector(&[(1, 2)])), Causality::After);
-        assert_eq!(base.compare(&vector(&[(1, 3), (2, 0)])), Causality::Concurrent);
-        assert_eq!(base.compare(&vector(&[(1, 2), (2, 1), (3, 1)])), Causality::Before);
+        assert_eq!(
+            base.compare(&vector(&[(1, 3), (2, 0)])),
+            Causality::Concurrent
+        );
+        assert_eq!(
+            base.compare(&vector(&[(1, 2), (2, 1), (3, 1)])),
+            Causality::Before
+        );
     }
 
     #[test]
     fn zero_entries_count_as_unseen() {
-        assert_eq!(vector(&[(1, 0)]).compare(&VersionVector::new()), Causality::Equal);
+        assert_eq!(
+            vector(&[(1, 0)]).compare(&VersionVector::new()),
+            Causality::Equal
+        );
     }
 
     #[test]

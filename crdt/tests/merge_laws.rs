@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use mobilesyncdb_crdt::{
-    ActorId, Candidate, Change, ClientId, ClientPriority, ConflictSet, Custom, Edit, LastWriterWins,
-    Manual, Max, MergePolicy, Min, OpId, PolicySet, Record, Resolution, SetUnion, Stamp, StampMeta,
-    Sum, Value,
+    ActorId, Candidate, Change, ClientId, ClientPriority, ConflictSet, Custom, Edit,
+    LastWriterWins, Manual, Max, MergePolicy, Min, OpId, PolicySet, Record, Resolution, SetUnion,
+    Stamp, StampMeta, Sum, Value,
 };
 use quickcheck::{Arbitrary, Gen, QuickCheck};
 
@@ -43,10 +43,25 @@ fn every_policy() -> Vec<Arc<dyn MergePolicy>> {
 /// One client's action: an edit with a stamp, or a sync with another client.
 #[derive(Clone, Debug)]
 enum Step {
-    Write { client: usize, field: usize, value: Value, at_ms: u64 },
-    Counter { client: usize, by: i64, at_ms: u64 },
-    Delete { client: usize, at_ms: u64 },
-    Sync { from: usize, to: usize },
+    Write {
+        client: usize,
+        field: usize,
+        value: Value,
+        at_ms: u64,
+    },
+    Counter {
+        client: usize,
+        by: i64,
+        at_ms: u64,
+    },
+    Delete {
+        client: usize,
+        at_ms: u64,
+    },
+    Sync {
+        from: usize,
+        to: usize,
+    },
 }
 
 /// Random edits by 2–8 clients that start from one shared record.
@@ -64,7 +79,10 @@ fn small_value(rng: &mut Gen) -> Value {
         0 => Value::Null,
         1 => Value::Int(i64::from(i8::arbitrary(rng))),
         2 => Value::Float(f64::from(i8::arbitrary(rng)) / 4.0),
-        3 => Value::str(*rng.choose(&["a", "b", "milk", "ümlaut", ""]).expect("non-empty")),
+        3 => Value::str(
+            *rng.choose(&["a", "b", "milk", "ümlaut", ""])
+                .expect("non-empty"),
+        ),
         4 => Value::List(
             (0..u8::arbitrary(rng) % 3)
                 .map(|_| Value::Int(i64::from(u8::arbitrary(rng) % 5)))
@@ -83,16 +101,33 @@ impl Arbitrary for Scenario {
             let client = usize::arbitrary(rng) % clients;
             let at_ms = 1_000 + u64::from(u8::arbitrary(rng) % 16);
             let step = match u8::arbitrary(rng) % 10 {
-                0..=5 => Step::Write { client, field: usize::arbitrary(rng) % FIELDS.len(), value: small_value(rng), at_ms },
-                6 => Step::Counter { client, by: i64::from(i8::arbitrary(rng)), at_ms },
+                0..=5 => Step::Write {
+                    client,
+                    field: usize::arbitrary(rng) % FIELDS.len(),
+                    value: small_value(rng),
+                    at_ms,
+                },
+                6 => Step::Counter {
+                    client,
+                    by: i64::from(i8::arbitrary(rng)),
+                    at_ms,
+                },
                 7 => Step::Delete { client, at_ms },
-                _ => Step::Sync { from: usize::arbitrary(rng) % clients, to: client },
+                _ => Step::Sync {
+                    from: usize::arbitrary(rng) % clients,
+                    to: client,
+                },
             };
             steps.push(step);
         }
         let delivery = Vec::<usize>::arbitrary(rng);
         let batch_sizes = (0..4).map(|_| 1 + usize::arbitrary(rng) % 5).collect();
-        Scenario { clients, steps, delivery, batch_sizes }
+        Scenario {
+            clients,
+            steps,
+            delivery,
+            batch_sizes,
+        }
     }
 }
 
@@ -101,7 +136,14 @@ impl Scenario {
     fn play(&self) -> Vec<Change> {
         let mut base = Record::new(actor(99));
         let create = StampMeta::new(Stamp::at(1), "creator");
-        base.write(&[Edit::set("title", "new"), Edit::set("hits", Value::Counter(0))], &create).expect("create");
+        base.write(
+            &[
+                Edit::set("title", "new"),
+                Edit::set("hits", Value::Counter(0)),
+            ],
+            &create,
+        )
+        .expect("create");
         let mut replicas: Vec<Record> = (0..self.clients)
             .map(|client| {
                 let mut replica = Record::load(&base.save()).expect("load base");
@@ -121,7 +163,11 @@ impl Scenario {
 
     /// A fresh replica fed the changes in this scenario's order, with duplicates.
     fn deliver(&self, changes: &[Change]) -> Record {
-        let mut order: Vec<usize> = self.delivery.iter().map(|index| index % changes.len()).collect();
+        let mut order: Vec<usize> = self
+            .delivery
+            .iter()
+            .map(|index| index % changes.len())
+            .collect();
         order.extend(0..changes.len());
         let mut replica = Record::new(actor(200));
         let mut position = 0;
@@ -131,7 +177,10 @@ impl Scenario {
                 break;
             }
             let end = (position + batch).min(order.len());
-            let bundle: Vec<Change> = order[position..end].iter().map(|i| changes[*i].clone()).collect();
+            let bundle: Vec<Change> = order[position..end]
+                .iter()
+                .map(|i| changes[*i].clone())
+                .collect();
             replica.apply_changes(bundle).expect("apply");
             position = end;
             let _ = index;
@@ -142,13 +191,22 @@ impl Scenario {
 
 fn apply_step(replicas: &mut [Record], step: &Step) {
     match step {
-        Step::Write { client, field, value, at_ms } => {
+        Step::Write {
+            client,
+            field,
+            value,
+            at_ms,
+        } => {
             let meta = StampMeta::new(Stamp::at(*at_ms), writer(*client));
-            replicas[*client].write(&[Edit::set(FIELDS[*field], value.clone())], &meta).expect("write");
+            replicas[*client]
+                .write(&[Edit::set(FIELDS[*field], value.clone())], &meta)
+                .expect("write");
         }
         Step::Counter { client, by, at_ms } => {
             let meta = StampMeta::new(Stamp::at(*at_ms), writer(*client));
-            replicas[*client].write(&[Edit::increment("hits", *by)], &meta).expect("increment");
+            replicas[*client]
+                .write(&[Edit::increment("hits", *by)], &meta)
+                .expect("increment");
         }
         Step::Delete { client, at_ms } => {
             let meta = StampMeta::new(Stamp::at(*at_ms), writer(*client));
@@ -163,7 +221,10 @@ fn apply_step(replicas: &mut [Record], step: &Step) {
 
 fn visible(record: &Record, policy: &Arc<dyn MergePolicy>) -> (Vec<(String, Resolution)>, bool) {
     let policies = PolicySet::new(policy.clone());
-    (record.resolve_all(&policies).expect("resolve"), record.is_deleted())
+    (
+        record.resolve_all(&policies).expect("resolve"),
+        record.is_deleted(),
+    )
 }
 
 fn any_order_and_duplication_converge(scenario: Scenario) -> bool {
@@ -203,9 +264,15 @@ impl Arbitrary for Candidates {
                 let stamped = u8::arbitrary(rng) % 4 != 0;
                 Candidate {
                     value: small_value(rng),
-                    stamp: stamped.then(|| Stamp { physical_ms: u64::from(u8::arbitrary(rng) % 4), logical: 0 }),
+                    stamp: stamped.then(|| Stamp {
+                        physical_ms: u64::from(u8::arbitrary(rng) % 4),
+                        logical: 0,
+                    }),
                     writer: stamped.then(|| writer(usize::arbitrary(rng) % 5)),
-                    op: OpId { counter: u64::from(u8::arbitrary(rng) % 3), actor: actor(index) },
+                    op: OpId {
+                        counter: u64::from(u8::arbitrary(rng) % 3),
+                        actor: actor(index),
+                    },
                 }
             })
             .collect();
@@ -272,7 +339,11 @@ fn any_value(rng: &mut Gen, depth: u8) -> Value {
         5 => Value::Timestamp(i64::arbitrary(rng)),
         6 => Value::bytes(Vec::<u8>::arbitrary(rng)),
         7 => Value::Counter(i64::arbitrary(rng)),
-        8 => Value::List((0..u8::arbitrary(rng) % 4).map(|_| any_value(rng, depth - 1)).collect()),
+        8 => Value::List(
+            (0..u8::arbitrary(rng) % 4)
+                .map(|_| any_value(rng, depth - 1))
+                .collect(),
+        ),
         _ => Value::Map(Box::new(
             (0..u8::arbitrary(rng) % 4)
                 .map(|_| (String::arbitrary(rng), any_value(rng, depth - 1)))
@@ -290,9 +361,14 @@ impl Arbitrary for AnyValue {
 fn values_round_trip_through_documents(value: AnyValue) -> bool {
     let mut record = Record::new(actor(1));
     let meta = StampMeta::new(Stamp::at(5), "writer");
-    record.write(&[Edit::set("field", value.0.clone())], &meta).expect("write");
+    record
+        .write(&[Edit::set("field", value.0.clone())], &meta)
+        .expect("write");
     let reloaded = Record::load(&record.save()).expect("load");
-    let read = reloaded.resolve("field", &LastWriterWins).expect("read").value;
+    let read = reloaded
+        .resolve("field", &LastWriterWins)
+        .expect("read")
+        .value;
     // Counters nested inside lists and maps are plain counters too.
     read == value.0
 }
@@ -303,4 +379,3 @@ fn every_value_survives_a_write_save_and_load() {
         .tests(300)
         .quickcheck(values_round_trip_through_documents as fn(AnyValue) -> bool);
 }
-

@@ -23,7 +23,9 @@ impl MergePolicy for LastWriterWins {
 }
 
 fn latest_value(conflict: &ConflictSet) -> Value {
-    conflict.latest().map_or(Value::Null, |candidate| candidate.value.clone())
+    conflict
+        .latest()
+        .map_or(Value::Null, |candidate| candidate.value.clone())
 }
 
 /// Writers ranked from most to least trusted: the best-ranked writer's value wins,
@@ -237,7 +239,10 @@ impl Custom {
 
 impl std::fmt::Debug for Custom {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_struct("Custom").field("name", &self.name).finish()
+        formatter
+            .debug_struct("Custom")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -309,7 +314,10 @@ mod tests {
             candidate(Value::str("plain 1"), None, "js-client-1", 7),
             candidate(Value::str("plain 2"), None, "js-client-2", 8),
         ]);
-        assert_eq!(LastWriterWins.resolve(&only_plain).value, Value::str("plain 2"));
+        assert_eq!(
+            LastWriterWins.resolve(&only_plain).value,
+            Value::str("plain 2")
+        );
     }
 
     #[test]
@@ -367,8 +375,18 @@ mod tests {
     #[test]
     fn set_union_merges_lists_sorted_without_duplicates() {
         let lists = conflict(vec![
-            candidate(Value::List(vec![Value::str("milk"), Value::str("eggs")].into()), Some(1), "a", 1),
-            candidate(Value::List(vec![Value::str("bread"), Value::str("milk")].into()), Some(2), "b", 1),
+            candidate(
+                Value::List(vec![Value::str("milk"), Value::str("eggs")].into()),
+                Some(1),
+                "a",
+                1,
+            ),
+            candidate(
+                Value::List(vec![Value::str("bread"), Value::str("milk")].into()),
+                Some(2),
+                "b",
+                1,
+            ),
             candidate(Value::str("jam"), Some(3), "c", 1),
             candidate(Value::Null, Some(4), "d", 1),
         ]);
@@ -386,7 +404,10 @@ mod tests {
     #[test]
     fn custom_closures_decide() {
         let smallest_writer = Custom::new("first_writer_alphabetically", |conflict| {
-            let first = conflict.candidates().iter().min_by(|left, right| left.writer.cmp(&right.writer));
+            let first = conflict
+                .candidates()
+                .iter()
+                .min_by(|left, right| left.writer.cmp(&right.writer));
             Resolution::settled(first.map_or(Value::Null, |candidate| candidate.value.clone()))
         });
         assert_eq!(smallest_writer.resolve(&phones()).value, Value::Int(20));

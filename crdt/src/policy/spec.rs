@@ -7,33 +7,30 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::ClientId;
 use crate::error::PolicyError;
-use crate::policy::{
-    ClientPriority, LastWriterWins, Manual, Max, MergePolicy, Min, SetUnion, Sum,
-};
+use crate::policy::{ClientPriority, LastWriterWins, Manual, Max, MergePolicy, Min, SetUnion, Sum};
 
 /// A policy as configuration and REST users describe it.
 ///
 /// In JSON: `{"kind": "last_writer_wins"}`,
 /// `{"kind": "client_priority", "ranking": ["admin", "tablet"]}`, `{"kind": "max"}`,
 /// `{"kind": "custom", "name": "longest_text"}`, …
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum PolicySpec {
+    #[default]
     LastWriterWins,
-    ClientPriority { ranking: Vec<ClientId> },
+    ClientPriority {
+        ranking: Vec<ClientId>,
+    },
     Max,
     Min,
     Sum,
     SetUnion,
     Manual,
     /// A policy registered by name in a [`PolicyRegistry`].
-    Custom { name: String },
-}
-
-impl Default for PolicySpec {
-    fn default() -> PolicySpec {
-        PolicySpec::LastWriterWins
-    }
+    Custom {
+        name: String,
+    },
 }
 
 impl PolicySpec {
@@ -123,7 +120,10 @@ mod tests {
         let registry = PolicyRegistry::new();
         for (json, name) in [
             (r#"{"kind":"last_writer_wins"}"#, "last_writer_wins"),
-            (r#"{"kind":"client_priority","ranking":["admin"]}"#, "client_priority"),
+            (
+                r#"{"kind":"client_priority","ranking":["admin"]}"#,
+                "client_priority",
+            ),
             (r#"{"kind":"max"}"#, "max"),
             (r#"{"kind":"min"}"#, "min"),
             (r#"{"kind":"sum"}"#, "sum"),
@@ -139,17 +139,30 @@ mod tests {
     fn custom_policies_are_found_by_name() {
         let mut registry = PolicyRegistry::new();
         let keep_first = Custom::new("keep_first", |_| Resolution::settled(Value::Null));
-        registry.register(Arc::new(keep_first.clone())).expect("new name");
-        let spec = PolicySpec::Custom { name: "keep_first".into() };
-        assert_eq!(spec.build(&registry).expect("registered").name(), "keep_first");
+        registry
+            .register(Arc::new(keep_first.clone()))
+            .expect("new name");
+        let spec = PolicySpec::Custom {
+            name: "keep_first".into(),
+        };
+        assert_eq!(
+            spec.build(&registry).expect("registered").name(),
+            "keep_first"
+        );
         assert_eq!(
             registry.register(Arc::new(keep_first)),
-            Err(PolicyError::AlreadyRegistered { name: "keep_first".into() })
+            Err(PolicyError::AlreadyRegistered {
+                name: "keep_first".into()
+            })
         );
-        let unknown = PolicySpec::Custom { name: "nope".into() };
+        let unknown = PolicySpec::Custom {
+            name: "nope".into(),
+        };
         assert_eq!(
             unknown.build(&registry).err(),
-            Some(PolicyError::UnknownCustom { name: "nope".into() })
+            Some(PolicyError::UnknownCustom {
+                name: "nope".into()
+            })
         );
     }
 }

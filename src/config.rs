@@ -1,0 +1,178 @@
+//! Configuration: every bound the engine enforces, with its default.
+//!
+//! Raw settings are plain serde structs; [`EngineConfig::validate`] checks them
+//! before an engine starts, so a bad value is refused with a message naming it.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How long the change log keeps entries. A client whose cursor is older than the
+/// log's horizon gets a compacted catch-up instead of the individual changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionPolicy {
+    /// At most this many entries (default 1,000,000).
+    pub max_entries: usize,
+    /// At most this many bytes of change data (default 256 MiB).
+    pub max_bytes: usize,
+    /// Entries older than this are dropped (default 30 days).
+    #[serde(with = "duration_secs")]
+    pub max_age: Duration,
+    /// Under memory pressure the log is cut down to this many entries, never
+    /// further (default 10,000).
+    pub min_entries: usize,
+}
+
+impl Default for RetentionPolicy {
+    fn default() -> RetentionPolicy {
+        RetentionPolicy {
+            max_entries: 1_000_000,
+            max_bytes: 256 << 20,
+            max_age: Duration::from_secs(30 * 24 * 3600),
+            min_entries: 10_000,
+        }
+    }
+}
+
+/// The engine's settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// The most memory the engine's data may use, in bytes (default 1 GiB). Writes
+    /// that would pass it are refused; reads and deletes keep working.
+    pub max_memory_bytes: usize,
+    /// How many loaded documents the hot-document cache keeps (default 256; a
+    /// loaded document of a small record costs about 20 KB).
+    pub doc_cache_docs: usize,
+    /// How far ahead of the server a writer's clock may be, in ms (default 60,000).
+    pub max_clock_skew_ms: u64,
+    /// The largest record a write may produce, in bytes of its document (default 1 MiB).
+    pub max_record_bytes: usize,
+    /// The most rows one query may return (default 10,000).
+    pub max_query_rows: usize,
+    /// How many change chunks a record keeps before they are compacted into one
+    /// document (default 8).
+    pub compact_after_chunks: usize,
+    pub retention: RetentionPolicy,
+}
+
+impl Default for EngineConfig {
+    fn default() -> EngineConfig {
+        EngineConfig {
+            max_memory_bytes: 1 << 30,
+            doc_cache_docs: 256,
+            max_clock_skew_ms: mobilesyncdb_crdt::DEFAULT_MAX_SKEW_MS,
+            max_record_bytes: 1 << 20,
+            max_query_rows: 10_000,
+            compact_after_chunks: 8,
+            retention: RetentionPolicy::default(),
+        }
+    }
+}
+
+/// A setting out of its range.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("`{setting}` must be at least {minimum}, got {value}")]
+    TooSmall {
+        setting: &'static str,
+        minimum: u64,
+        value: u64,
+    },
+    #[error("`retention.min_entries` ({min}) must not exceed `retention.max_entries` ({max})")]
+    RetentionFloorAboveCeiling { min: usize, max: usize },
+}
+
+impl EngineConfig {
+    /// Checks every setting.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the first setting out of range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        at_least("max_memory_bytes", self.max_memory_bytes as u64, 1 << 20)?;
+        at_least("max_record_bytes", self.max_record_bytes as u64, 1 << 10)?;
+        at_least("max_query_rows", self.max_query_rows as u64, 1)?;
+        at_least("compact_after_chunks", self.compact_after_chunks as u64, 1)?;
+        at_least(
+            "retention.max_entries",
+            self.retention.max_entries as u64,
+            1,
+        )?;
+        let retention = &self.retention;
+        if retention.min_entries > retention.max_entries {
+            return Err(ConfigError::RetentionFloorAboveCeiling {
+                min: retention.min_entries,
+                max: retention.max_entries,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn at_least(setting: &'static str, value: u64, minimum: u64) -> Result<(), ConfigError> {
+    if value < minimum {
+        return Err(ConfigError::TooSmall {
+            setting,
+            minimum,
+            value,
+        });
+    }
+    Ok(())
+}
+
+mod duration_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(duration.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        u64::deserialize(deserializer).map(Duration::from_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(EngineConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn out_of_range_settings_are_named() {
+        let config = EngineConfig {
+            max_memory_bytes: 10,
+            ..EngineConfig::default()
+        };
+        let error = config.validate().expect_err("too small");
+        assert_eq!(
+            error.to_string(),
+            "`max_memory_bytes` must be at least 1048576, got 10"
+        );
+        let mut config = EngineConfig::default();
+        config.retention.min_entries = config.retention.max_entries + 1;
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::RetentionFloorAboveCeiling { .. })
+        ));
+    }
+
+    #[test]
+    fn partial_settings_fill_in_defaults() {
+        let config: EngineConfig =
+            serde_json::from_str(r#"{"doc_cache_docs": 8, "retention": {"max_age": 60}}"#)
+                .expect("valid");
+        assert_eq!(config.doc_cache_docs, 8);
+        assert_eq!(config.retention.max_age, Duration::from_secs(60));
+        assert_eq!(config.retention.min_entries, 10_000);
+        assert!(serde_json::from_str::<EngineConfig>(r#"{"doc_cache": 8}"#).is_err());
+    }
+}

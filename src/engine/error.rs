@@ -1,0 +1,181 @@
+//! Engine errors: one enum per kind of operation, all convertible into
+//! [`EngineError`]. Messages name the table, record and field involved.
+
+use mobilesyncdb_crdt::{ClockError, RecordError};
+
+use crate::engine::changelog::CursorTooOld;
+use crate::engine::query::QueryError;
+use crate::schema::FieldType;
+
+/// A table definition was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchemaError {
+    #[error("table `{table}` already exists")]
+    TableExists { table: String },
+    #[error(
+        "table name `{table}` is not allowed: use 1-64 letters, digits, `_` or `-`, not starting with `_`"
+    )]
+    BadTableName { table: String },
+    #[error(
+        "table `{table}`: field name `{field}` is not allowed: use 1-64 characters, not starting with `_`"
+    )]
+    BadFieldName { table: String, field: String },
+    #[error("table `{table}`: field `{field}` is defined twice")]
+    DuplicateField { table: String, field: String },
+    #[error("table `{table}`: primary key `{field}` is not one of the fields")]
+    UnknownPrimaryKey { table: String, field: String },
+    #[error("table `{table}`: primary key `{field}` must be a string or integer field, not {kind}")]
+    BadPrimaryKeyType {
+        table: String,
+        field: String,
+        kind: FieldType,
+    },
+    #[error("table `{table}`: index on unknown field `{field}`")]
+    UnknownIndexField { table: String, field: String },
+    #[error(
+        "table `{table}`: field `{field}` cannot be indexed: {kind} values have no useful order"
+    )]
+    UnindexableField {
+        table: String,
+        field: String,
+        kind: FieldType,
+    },
+    #[error("table `{table}`: default of field `{field}` does not fit: {problem}")]
+    BadDefault {
+        table: String,
+        field: String,
+        problem: String,
+    },
+    #[error("table `{table}`: policy for `{field}` cannot be built: {problem}")]
+    BadPolicy {
+        table: String,
+        field: String,
+        problem: String,
+    },
+    #[error("a database holds at most {limit} tables")]
+    TooManyTables { limit: usize },
+}
+
+/// A write was refused; nothing of it was applied.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    #[error("table `{table}` does not exist")]
+    UnknownTable { table: String },
+    #[error("table `{table}`, record `{record}`: unknown field `{field}`")]
+    UnknownField {
+        table: String,
+        record: String,
+        field: String,
+    },
+    #[error("table `{table}`, record `{record}`, field `{field}`: {problem}")]
+    TypeMismatch {
+        table: String,
+        record: String,
+        field: String,
+        problem: String,
+    },
+    #[error("table `{table}`, record `{record}`: required field `{field}` is missing")]
+    MissingRequired {
+        table: String,
+        record: String,
+        field: String,
+    },
+    #[error("table `{table}`: the primary key `{field}` is missing or empty")]
+    MissingPrimaryKey { table: String, field: String },
+    #[error(
+        "table `{table}`, record `{record}`: the primary key `{field}` cannot change; delete the record and insert a new one"
+    )]
+    PrimaryKeyChange {
+        table: String,
+        record: String,
+        field: String,
+    },
+    #[error(
+        "table `{table}`, record `{record}`: field `{field}` is a {kind} field; only counter fields can be incremented"
+    )]
+    NotACounter {
+        table: String,
+        record: String,
+        field: String,
+        kind: FieldType,
+    },
+    #[error("table `{table}`: record `{record}` does not exist")]
+    NotFound { table: String, record: String },
+    #[error("table `{table}`: record `{record}` already exists; patch it instead")]
+    AlreadyExists { table: String, record: String },
+    #[error(
+        "table `{table}`, record `{record}`, field `{field}`: the value is already used by record `{holder}` and the index is unique"
+    )]
+    UniqueViolation {
+        table: String,
+        record: String,
+        field: String,
+        holder: String,
+    },
+    #[error(
+        "table `{table}`, record `{record}`: the record would take {bytes} bytes, more than the {limit} allowed"
+    )]
+    RecordTooLarge {
+        table: String,
+        record: String,
+        bytes: usize,
+        limit: usize,
+    },
+    #[error(
+        "memory limit reached: {used} of {limit} bytes in use and this write needs about {needed} more; delete data or raise `max_memory_bytes`"
+    )]
+    MemoryLimit {
+        used: usize,
+        limit: usize,
+        needed: usize,
+    },
+    #[error("table `{table}`, record `{record}`: {source}")]
+    ClockSkew {
+        table: String,
+        record: String,
+        #[source]
+        source: ClockError,
+    },
+    #[error("table `{table}`, record `{record}`: {source}")]
+    Record {
+        table: String,
+        record: String,
+        #[source]
+        source: RecordError,
+    },
+}
+
+/// A read was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    #[error("table `{table}` does not exist")]
+    UnknownTable { table: String },
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error(transparent)]
+    CursorTooOld(#[from] CursorTooOld),
+    #[error("table `{table}`, record `{record}`: the stored document cannot be read: {source}")]
+    Corrupt {
+        table: String,
+        record: String,
+        #[source]
+        source: RecordError,
+    },
+}
+
+/// Any engine error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}

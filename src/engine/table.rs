@@ -1,0 +1,474 @@
+//! One table: its schema, its records (saved bytes plus visible row), the id map,
+//! secondary indexes and the latest-change index.
+//!
+//! Records live in slots that are never reused: a deleted record keeps its slot
+//! (its tombstone must still sync), so a slot number identifies a record for the
+//! life of the table and can be kept in indexes, the change log and the cache.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{BuildHasher, RandomState};
+
+use hashbrown::HashTable;
+use mobilesyncdb_crdt::{Edit, PolicyRegistry, PolicySet, Record, RecordError, Value};
+
+use crate::engine::changelog::Chunk;
+use crate::engine::error::{SchemaError, WriteError};
+use crate::engine::index::Index;
+use crate::engine::query::RowSource;
+use crate::engine::row::Row;
+use crate::schema::{FieldType, Fields, TableSchema};
+
+/// The most tables one database holds (table ids are 16 bits in the change log).
+pub(crate) const MAX_TABLES: usize = 4_096;
+
+/// A record as the engine keeps it: its document as saved chunks (a document or
+/// change chunks, concatenated on load) and its visible row.
+#[derive(Debug)]
+pub(crate) struct StoredRecord {
+    pub(crate) id: Box<str>,
+    pub(crate) chunks: Vec<Chunk>,
+    pub(crate) row: Row,
+    pub(crate) latest_seq: u64,
+    pub(crate) deleted: bool,
+}
+
+impl StoredRecord {
+    /// The document's bytes: the chunks concatenated.
+    pub(crate) fn saved_bytes(&self) -> Vec<u8> {
+        self.chunks.concat()
+    }
+
+    pub(crate) fn saved_len(&self) -> usize {
+        self.chunks.iter().map(|chunk| chunk.len()).sum()
+    }
+
+    pub(crate) fn load(&self) -> Result<Record, RecordError> {
+        match self.chunks.as_slice() {
+            [only] => Record::load(only),
+            _ => Record::load(&self.saved_bytes()),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Table {
+    pub(crate) schema: TableSchema,
+    pub(crate) policies: PolicySet,
+    records: Vec<StoredRecord>,
+    ids: HashTable<u32>,
+    hasher: RandomState,
+    indexes: Vec<Index>,
+    /// Latest change seq → slot: which records changed after a cursor, each once.
+    by_seq: BTreeMap<u64, u32>,
+    /// Slots with a manual conflict still open.
+    open_conflicts: BTreeSet<u32>,
+    live: usize,
+}
+
+impl Table {
+    /// A table for `schema`, validated, with its policies built from `registry`.
+    pub(crate) fn new(
+        schema: TableSchema,
+        registry: &PolicyRegistry,
+    ) -> Result<Table, SchemaError> {
+        validate_schema(&schema)?;
+        let policies = build_policies(&schema, registry)?;
+        let indexes = schema
+            .indexes
+            .iter()
+            .filter_map(|spec| Some(Index::new(schema.position(&spec.field)?, spec.unique)))
+            .collect();
+        Ok(Table {
+            schema,
+            policies,
+            records: Vec::new(),
+            ids: HashTable::new(),
+            hasher: RandomState::new(),
+            indexes,
+            by_seq: BTreeMap::new(),
+            open_conflicts: BTreeSet::new(),
+            live: 0,
+        })
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.schema.name
+    }
+
+    /// Live (not deleted) records.
+    pub(crate) fn live_count(&self) -> usize {
+        self.live
+    }
+
+    pub(crate) fn slot_of(&self, id: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(id);
+        self.ids
+            .find(hash, |slot| &*self.records[*slot as usize].id == id)
+            .copied()
+    }
+
+    pub(crate) fn record(&self, slot: u32) -> &StoredRecord {
+        &self.records[slot as usize]
+    }
+
+    pub(crate) fn record_mut(&mut self, slot: u32) -> &mut StoredRecord {
+        &mut self.records[slot as usize]
+    }
+
+    /// A new, empty slot for `id`.
+    pub(crate) fn add_slot(&mut self, id: &str) -> u32 {
+        let slot = u32::try_from(self.records.len()).unwrap_or(u32::MAX);
+        self.records.push(StoredRecord {
+            id: id.into(),
+            chunks: Vec::new(),
+            row: Row::new(Vec::new()),
+            latest_seq: 0,
+            deleted: true,
+        });
+        let hash = self.hasher.hash_one(id);
+        let (records, hasher) = (&self.records, &self.hasher);
+        self.ids.insert_unique(hash, slot, |slot| {
+            hasher.hash_one(&*records[*slot as usize].id)
+        });
+        slot
+    }
+
+    /// Records the latest change of a slot.
+    pub(crate) fn touch(&mut self, slot: u32, seq: u64) {
+        let record = &mut self.records[slot as usize];
+        if record.latest_seq != 0 {
+            self.by_seq.remove(&record.latest_seq);
+        }
+        record.latest_seq = seq;
+        self.by_seq.insert(seq, slot);
+    }
+
+    /// Records changed after `cursor`, each once, oldest first.
+    pub(crate) fn changed_after(&self, cursor: u64) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.by_seq
+            .range(cursor.saturating_add(1)..)
+            .map(|(seq, slot)| (*seq, *slot))
+    }
+
+    /// Slots with open manual conflicts.
+    pub(crate) fn open_conflicts(&self) -> impl Iterator<Item = u32> + '_ {
+        self.open_conflicts.iter().copied()
+    }
+
+    /// The visible row of `record` under this table's policies, and whether a
+    /// manual conflict stays open in it.
+    pub(crate) fn derive_row(&self, record: &Record) -> Result<(Row, bool), RecordError> {
+        let mut open = false;
+        let mut values = Vec::with_capacity(self.schema.fields.len());
+        for field in &self.schema.fields {
+            let resolution = record.resolve(&field.name, self.policies.for_field(&field.name))?;
+            open |= resolution.open;
+            values.push(field.kind.coerce(resolution.value));
+        }
+        Ok((Row::new(values), open))
+    }
+
+    /// Replaces a slot's row (and liveness), keeping indexes in step.
+    pub(crate) fn set_row(&mut self, slot: u32, row: Row, deleted: bool, open_conflict: bool) {
+        let record = &mut self.records[slot as usize];
+        let was_live = !record.deleted;
+        let old_row = std::mem::replace(&mut record.row, row);
+        record.deleted = deleted;
+        for index in &mut self.indexes {
+            let position = index.field_position();
+            if was_live {
+                index.remove(old_row.get(position), slot);
+            }
+            if !deleted {
+                index.insert(self.records[slot as usize].row.get(position), slot);
+            }
+        }
+        self.live = self.live + usize::from(!deleted) - usize::from(was_live);
+        if open_conflict && !deleted {
+            self.open_conflicts.insert(slot);
+        } else {
+            self.open_conflicts.remove(&slot);
+        }
+    }
+
+    /// Refuses a row whose unique keys another live record holds.
+    pub(crate) fn check_unique(
+        &self,
+        slot: Option<u32>,
+        row: &Row,
+        record_id: &str,
+    ) -> Result<(), WriteError> {
+        for index in self.indexes.iter().filter(|index| index.is_unique()) {
+            let key = row.get(index.field_position());
+            if let Some(holder) = index.holder(key, slot.unwrap_or(u32::MAX)) {
+                return Err(WriteError::UniqueViolation {
+                    table: self.name().to_owned(),
+                    record: record_id.to_owned(),
+                    field: self.schema.fields[index.field_position()].name.clone(),
+                    holder: self.records[holder as usize].id.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Heap bytes of the indexes and the latest-change index.
+    pub(crate) fn index_bytes(&self) -> usize {
+        let indexes: usize = self.indexes.iter().map(Index::heap_bytes).sum();
+        indexes + self.by_seq.len() * BTREE_ENTRY_BYTES + self.ids.capacity() * 5
+    }
+
+    /// The id of a new record from its fields, and the edits that create it
+    /// (defaults filled in, values checked against the schema).
+    pub(crate) fn prepare_insert(
+        &self,
+        fields: &Fields,
+    ) -> Result<(String, Vec<Edit>), WriteError> {
+        let id = self.record_id(fields)?;
+        let mut edits = Vec::with_capacity(self.schema.fields.len());
+        for name in fields.keys() {
+            if self.schema.spec(name).is_none() {
+                return Err(self.unknown_field(&id, name));
+            }
+        }
+        for spec in &self.schema.fields {
+            let given = fields.get(&spec.name).filter(|value| !value.is_null());
+            let value = match (given, &spec.default) {
+                (Some(value), _) => self.checked(&id, &spec.name, spec.kind, value.clone())?,
+                (None, Some(default)) => spec.kind.from_json(default).unwrap_or(Value::Null),
+                (None, None) => Value::Null,
+            };
+            if value.is_null() {
+                if spec.required {
+                    return Err(WriteError::MissingRequired {
+                        table: self.name().to_owned(),
+                        record: id,
+                        field: spec.name.clone(),
+                    });
+                }
+                continue;
+            }
+            edits.push(Edit::Set {
+                field: spec.name.clone(),
+                value,
+            });
+        }
+        Ok((id, edits))
+    }
+
+    /// Checks a patch of an existing record against the schema.
+    pub(crate) fn prepare_patch(
+        &self,
+        id: &str,
+        edits: Vec<Edit>,
+    ) -> Result<Vec<Edit>, WriteError> {
+        edits
+            .into_iter()
+            .map(|edit| self.check_edit(id, edit))
+            .collect()
+    }
+
+    fn check_edit(&self, id: &str, edit: Edit) -> Result<Edit, WriteError> {
+        let spec = self
+            .schema
+            .spec(edit.field())
+            .ok_or_else(|| self.unknown_field(id, edit.field()))?;
+        if spec.name == self.schema.primary_key {
+            return Err(WriteError::PrimaryKeyChange {
+                table: self.name().to_owned(),
+                record: id.to_owned(),
+                field: spec.name.clone(),
+            });
+        }
+        match edit {
+            Edit::Set { field, value } => {
+                let value = self.checked(id, &field, spec.kind, value)?;
+                if value.is_null() && spec.required {
+                    return Err(WriteError::MissingRequired {
+                        table: self.name().to_owned(),
+                        record: id.to_owned(),
+                        field,
+                    });
+                }
+                Ok(Edit::Set { field, value })
+            }
+            Edit::Unset { field } if spec.required => Err(WriteError::MissingRequired {
+                table: self.name().to_owned(),
+                record: id.to_owned(),
+                field,
+            }),
+            Edit::Increment { field, .. } if spec.kind != FieldType::Counter => {
+                Err(WriteError::NotACounter {
+                    table: self.name().to_owned(),
+                    record: id.to_owned(),
+                    field,
+                    kind: spec.kind,
+                })
+            }
+            other => Ok(other),
+        }
+    }
+
+    fn record_id(&self, fields: &Fields) -> Result<String, WriteError> {
+        let key = &self.schema.primary_key;
+        let id = match fields.get(key) {
+            Some(Value::Str(text)) if !text.is_empty() => text.to_string(),
+            Some(Value::Int(number)) => number.to_string(),
+            Some(Value::Float(number)) if number.fract() == 0.0 => (*number as i64).to_string(),
+            _ => {
+                return Err(WriteError::MissingPrimaryKey {
+                    table: self.name().to_owned(),
+                    field: key.clone(),
+                });
+            }
+        };
+        Ok(id)
+    }
+
+    fn checked(
+        &self,
+        id: &str,
+        field: &str,
+        kind: FieldType,
+        value: Value,
+    ) -> Result<Value, WriteError> {
+        kind.check(value)
+            .map_err(|mismatch| WriteError::TypeMismatch {
+                table: self.name().to_owned(),
+                record: id.to_owned(),
+                field: field.to_owned(),
+                problem: mismatch.to_string(),
+            })
+    }
+
+    fn unknown_field(&self, id: &str, field: &str) -> WriteError {
+        WriteError::UnknownField {
+            table: self.name().to_owned(),
+            record: id.to_owned(),
+            field: field.to_owned(),
+        }
+    }
+}
+
+/// Approximate bytes of one `BTreeMap<u64, u32>` entry including node overhead.
+const BTREE_ENTRY_BYTES: usize = 24;
+
+impl RowSource for Table {
+    fn schema(&self) -> &TableSchema {
+        &self.schema
+    }
+
+    fn slot_count(&self) -> u32 {
+        u32::try_from(self.records.len()).unwrap_or(u32::MAX)
+    }
+
+    fn live_row(&self, slot: u32) -> Option<&Row> {
+        let record = self.records.get(slot as usize)?;
+        (!record.deleted).then_some(&record.row)
+    }
+
+    fn record_id(&self, slot: u32) -> &str {
+        &self.records[slot as usize].id
+    }
+
+    fn index_on(&self, position: usize) -> Option<&Index> {
+        self.indexes
+            .iter()
+            .find(|index| index.field_position() == position)
+    }
+}
+
+fn validate_schema(schema: &TableSchema) -> Result<(), SchemaError> {
+    let table = || schema.name.clone();
+    if !valid_table_name(&schema.name) {
+        return Err(SchemaError::BadTableName { table: table() });
+    }
+    let mut seen = BTreeSet::new();
+    for field in &schema.fields {
+        if field.name.is_empty() || field.name.len() > 64 || field.name.starts_with('_') {
+            return Err(SchemaError::BadFieldName {
+                table: table(),
+                field: field.name.clone(),
+            });
+        }
+        if !seen.insert(field.name.as_str()) {
+            return Err(SchemaError::DuplicateField {
+                table: table(),
+                field: field.name.clone(),
+            });
+        }
+        if let Some(default) = &field.default {
+            field
+                .kind
+                .from_json(default)
+                .map_err(|problem| SchemaError::BadDefault {
+                    table: table(),
+                    field: field.name.clone(),
+                    problem: problem.to_string(),
+                })?;
+        }
+    }
+    let key = schema
+        .spec(&schema.primary_key)
+        .ok_or_else(|| SchemaError::UnknownPrimaryKey {
+            table: table(),
+            field: schema.primary_key.clone(),
+        })?;
+    if !matches!(key.kind, FieldType::String | FieldType::Integer) {
+        return Err(SchemaError::BadPrimaryKeyType {
+            table: table(),
+            field: key.name.clone(),
+            kind: key.kind,
+        });
+    }
+    for index in &schema.indexes {
+        let spec = schema
+            .spec(&index.field)
+            .ok_or_else(|| SchemaError::UnknownIndexField {
+                table: table(),
+                field: index.field.clone(),
+            })?;
+        if matches!(spec.kind, FieldType::Json) {
+            return Err(SchemaError::UnindexableField {
+                table: table(),
+                field: spec.name.clone(),
+                kind: spec.kind,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn valid_table_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && !name.starts_with('_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn build_policies(
+    schema: &TableSchema,
+    registry: &PolicyRegistry,
+) -> Result<PolicySet, SchemaError> {
+    let bad_policy = |field: &str, problem: String| SchemaError::BadPolicy {
+        table: schema.name.clone(),
+        field: field.to_owned(),
+        problem,
+    };
+    let default = schema
+        .policy
+        .build(registry)
+        .map_err(|error| bad_policy("*", error.to_string()))?;
+    let mut policies = PolicySet::new(default);
+    for (field, spec) in &schema.field_policies {
+        if schema.spec(field).is_none() {
+            return Err(bad_policy(field, "no such field".to_owned()));
+        }
+        let policy = spec
+            .build(registry)
+            .map_err(|error| bad_policy(field, error.to_string()))?;
+        policies = policies.with_field(field.clone(), policy);
+    }
+    Ok(policies)
+}

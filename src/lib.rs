@@ -1,0 +1,17 @@
+//! MobileSyncDB: a sync server for offline-first mobile apps.
+//!
+//! Records are automerge CRDT documents (see [`mobilesyncdb_crdt`]) kept in an
+//! in-memory relational [`engine`], so offline edits from many phones merge without
+//! loss while merge policies decide what apps see.
+//!
+//! - [`engine`]: tables, indexes, queries, the change log and memory accounting.
+//! - [`schema`]: typed table schemas and JSON conversion of values.
+//! - [`config`]: every bound the engine enforces, with its default.
+//! - [`dataset`]: a seeded generator of typical mobile app data for benchmarks.
+
+pub mod config;
+pub mod dataset;
+pub mod engine;
+pub mod schema;
+
+pub use mobilesyncdb_crdt as crdt;

@@ -1,0 +1,122 @@
+//! The `mobilesyncdb` command.
+//!
+//! `mobilesyncdb demo` loads the seeded demo data set into an in-memory database
+//! and prints what it holds: no setup, nothing written to disk.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mobilesyncdb::config::EngineConfig;
+use mobilesyncdb::crdt::ClientId;
+use mobilesyncdb::dataset::{Dataset, DatasetSpec};
+use mobilesyncdb::engine::{Database, Direction, Query};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "mobilesyncdb",
+    version,
+    about = "A sync server for offline-first mobile apps"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load the seeded demo data set into memory and print statistics.
+    Demo {
+        /// Size of the data set in JSON bytes: 100kb, 1mb, 10mb or 100mb.
+        #[arg(long, default_value = "10mb", value_parser = parse_size)]
+        size: usize,
+        /// Seed of the generator: the same seed gives the same data.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+}
+
+fn parse_size(text: &str) -> Result<usize, String> {
+    let lower = text.to_ascii_lowercase();
+    let (number, unit) = lower.split_at(
+        lower
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(lower.len()),
+    );
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size like 10mb"))?;
+    let scale = match unit {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        _ => return Err(format!("unknown unit in `{text}`: use kb or mb")),
+    };
+    Ok(number * scale)
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Demo { size, seed } => demo(size, seed),
+    }
+}
+
+fn demo(size: usize, seed: u64) -> anyhow::Result<()> {
+    let dataset = Dataset::generate(DatasetSpec {
+        seed,
+        target_json_bytes: size,
+    });
+    let database = Database::new(EngineConfig::default()).context("default configuration")?;
+    for schema in dataset.schemas() {
+        database.create_table(schema).context("demo schema")?;
+    }
+    let loader = ClientId::from("demo-loader");
+    let started = Instant::now();
+    for table in &dataset.tables {
+        for row in &table.rows {
+            database
+                .insert(&table.schema.name, row.clone(), &loader)
+                .context("demo row")?;
+        }
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "loaded {} records ({} bytes of JSON) in {:.0} ms",
+        dataset.record_count(),
+        dataset.json_bytes(),
+        elapsed.as_secs_f64() * 1e3
+    );
+    for table in &dataset.tables {
+        println!(
+            "  {:<16} {:>7} records",
+            table.schema.name,
+            table.rows.len()
+        );
+    }
+    let stats = database.stats();
+    println!(
+        "latest seq {}, change log {} entries",
+        stats.latest_seq, stats.change_log_entries
+    );
+    println!("memory (bytes): {}", serde_json::to_string(&stats.memory)?);
+    let latest = Query::new().order_by("sent_at", Direction::Desc).limit(3);
+    println!(
+        "plan for the 3 latest messages: {}",
+        database.explain("messages", &latest)?
+    );
+    for row in database.query("messages", &latest)?.rows {
+        let values: Vec<_> = row
+            .values()
+            .iter()
+            .map(mobilesyncdb::schema::value_to_json)
+            .collect();
+        println!("  {}", serde_json::Value::Array(values));
+    }
+    Ok(())
+}
