@@ -42,8 +42,8 @@ pub struct EngineConfig {
     /// The most memory the engine's data may use, in bytes (default 1 GiB). Writes
     /// that would pass it are refused; reads and deletes keep working.
     pub max_memory_bytes: usize,
-    /// How many loaded documents the hot-document cache keeps (default 256; a
-    /// loaded document of a small record costs about 20 KB).
+    /// How many loaded documents the hot-document cache keeps (default 64; a
+    /// loaded document of a small record costs about 15 KB).
     pub doc_cache_docs: usize,
     /// How far ahead of the server a writer's clock may be, in ms (default 60,000).
     pub max_clock_skew_ms: u64,
@@ -51,8 +51,8 @@ pub struct EngineConfig {
     pub max_record_bytes: usize,
     /// The most rows one query may return (default 10,000).
     pub max_query_rows: usize,
-    /// How many change chunks a record keeps before they are compacted into one
-    /// document (default 8).
+    /// How many storage chunks a record keeps before they are compacted into one
+    /// saved document (default 8).
     pub compact_after_chunks: usize,
     pub retention: RetentionPolicy,
 }
@@ -61,7 +61,7 @@ impl Default for EngineConfig {
     fn default() -> EngineConfig {
         EngineConfig {
             max_memory_bytes: 1 << 30,
-            doc_cache_docs: 256,
+            doc_cache_docs: 64,
             max_clock_skew_ms: mobilesyncdb_crdt::DEFAULT_MAX_SKEW_MS,
             max_record_bytes: 1 << 20,
             max_query_rows: 10_000,

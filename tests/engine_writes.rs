@@ -148,7 +148,7 @@ fn patches_check_types_keys_and_counters() {
     db.patch("todos", "t1", vec![Edit::set("priority", 2.0)], &phone())
         .expect("whole float");
     let row = db.get("todos", "t1").expect("table").expect("row");
-    assert_eq!(row.get(3), &Value::Int(2));
+    assert_eq!(row.get(3), Value::Int(2));
 }
 
 #[test]
@@ -160,7 +160,7 @@ fn counters_increment_and_repeated_values_make_no_change() {
     db.patch("todos", "t1", vec![Edit::increment("likes", 3)], &phone())
         .expect("increment");
     let row = db.get("todos", "t1").expect("table").expect("row");
-    assert_eq!(row.get(4), &Value::Counter(3));
+    assert_eq!(row.get(4), Value::Counter(3));
     let same = db
         .patch("todos", "t1", vec![Edit::set("title", "x")], &phone())
         .expect("same value");
@@ -182,7 +182,7 @@ fn duplicate_insert_is_refused_and_delete_then_insert_revives() {
     db.insert("todos", todo("t1", "second life"), &phone())
         .expect("revive");
     let row = db.get("todos", "t1").expect("table").expect("row");
-    assert_eq!(row.get(1), &Value::str("second life"));
+    assert_eq!(row.get(1), Value::str("second life"));
     assert_eq!(db.stats().live_records, 1);
 }
 
@@ -420,7 +420,7 @@ fn merged_changes_from_phones_detect_concurrency_and_conflicts() {
     let row = db.get("todos", "t1").expect("table").expect("row");
     assert_eq!(
         row.get(1),
-        &Value::str("from b"),
+        Value::str("from b"),
         "last writer wins by default"
     );
     assert_eq!(
@@ -532,12 +532,12 @@ fn schema_policies_decide_what_merged_conflicts_show() {
     let row = db.get("notes", "n1").expect("table").expect("row");
     assert_eq!(
         row.get(2),
-        &Value::str("admin status"),
+        Value::str("admin status"),
         "client priority beats recency"
     );
     assert_eq!(
         row.get(1),
-        &Value::str("phone body"),
+        Value::str("phone body"),
         "manual shows last-writer-wins provisionally"
     );
     assert_eq!(
@@ -629,7 +629,6 @@ fn the_handle_is_shared_across_threads_with_dense_sequence_numbers() {
 fn a_disabled_document_cache_still_merges_correctly() {
     let config = EngineConfig {
         doc_cache_docs: 0,
-        compact_after_chunks: 2,
         ..EngineConfig::default()
     };
     let (db, _) = database_with(config);
@@ -640,10 +639,10 @@ fn a_disabled_document_cache_still_merges_correctly() {
             .expect("patch");
     }
     let row = db.get("todos", "t1").expect("table").expect("row");
-    assert_eq!(row.get(3), &Value::Int(5));
+    assert_eq!(row.get(3), Value::Int(5));
     let stats = db.stats();
     assert_eq!(stats.doc_cache_hits, 0);
     assert!(stats.memory.documents > 0);
-    // Compaction replaced the record's chunks; the log still serves every change.
+    // The record keeps one saved document; the log still serves every change.
     assert_eq!(db.changes_since(0, 100).expect("log").len(), 7);
 }

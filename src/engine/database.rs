@@ -627,11 +627,26 @@ impl State {
             Some(slot) => (self.load(table_id, slot)?, Some(slot)),
             None => (Record::new(self.actor.clone()), None),
         };
-        let revive = existing.is_some();
-        self.commit(table_id, slot, &id, record, &meta, |record| match revive {
-            true => record.revive(&edits, &meta),
-            false => record.write(&edits, &meta),
-        })
+        match slot {
+            Some(_) => self.commit(
+                table_id,
+                slot,
+                &id,
+                record,
+                &meta,
+                Expected::Derived,
+                |record| record.revive(&edits, &meta),
+            ),
+            None => self.commit(
+                table_id,
+                slot,
+                &id,
+                record,
+                &meta,
+                Expected::Row(predicted),
+                |record| record.write(&edits, &meta),
+            ),
+        }
     }
 
     fn patch(
@@ -650,9 +665,15 @@ impl State {
         self.ensure_memory(predicted.heap_bytes() + ENTRY_OVERHEAD_BYTES + 256)?;
         let meta = self.stamp(origin);
         let record = self.load(table_id, slot)?;
-        self.commit(table_id, Some(slot), id, record, &meta, |record| {
-            record.write(&edits, &meta)
-        })
+        self.commit(
+            table_id,
+            Some(slot),
+            id,
+            record,
+            &meta,
+            Expected::Row(predicted),
+            |record| record.write(&edits, &meta),
+        )
     }
 
     fn delete(
@@ -665,9 +686,15 @@ impl State {
         let slot = live_slot(&self.tables[usize::from(table_id)], id)?;
         let meta = self.stamp(origin);
         let record = self.load(table_id, slot)?;
-        self.commit(table_id, Some(slot), id, record, &meta, |record| {
-            record.delete(&meta)
-        })
+        self.commit(
+            table_id,
+            Some(slot),
+            id,
+            record,
+            &meta,
+            Expected::Deleted,
+            |record| record.delete(&meta),
+        )
     }
 
     fn merge_changes(
@@ -702,7 +729,27 @@ impl State {
             });
         }
         let conflicted_fields = self.conflicted_fields(table_id, &record);
-        let seqs = self.store(table_id, existing, id, record, &report.applied, origin)?;
+        let (row, open_conflict) = self.tables[usize::from(table_id)]
+            .derive_row(&record)
+            .map_err(|source| record_error(table, id, source))?;
+        let logged = report
+            .applied
+            .iter()
+            .map(|change| {
+                let stamp =
+                    StampMeta::of_change(change).map_or(Stamp::default(), |meta| meta.stamp);
+                (Chunk::from(change.raw_bytes()), stamp)
+            })
+            .collect();
+        let deleted = record.is_deleted();
+        let update = Update {
+            record,
+            logged,
+            row,
+            open_conflict,
+            deleted,
+        };
+        let seqs = self.store(table_id, existing, id, update, origin)?;
         if report.causality == Causality::Concurrent {
             debug!(table, record = id, fields = ?conflicted_fields, "concurrent modification merged");
         }
@@ -778,7 +825,11 @@ impl State {
         Ok(record)
     }
 
-    /// Runs a local write on a record's document and stores the result.
+    /// Runs a local write on a record's document and stores the result. `expected`
+    /// is the row the write will show: a value written at the record's current
+    /// state supersedes every concurrent one, so the row need not be re-derived
+    /// from the document unless a manual conflict is open or a deleted record is
+    /// revived (its older fields come back).
     fn commit(
         &mut self,
         table_id: u16,
@@ -786,6 +837,7 @@ impl State {
         id: &str,
         mut record: Record,
         meta: &StampMeta,
+        expected: Expected,
         write: impl FnOnce(&mut Record) -> Result<Option<Change>, mobilesyncdb_crdt::RecordError>,
     ) -> Result<WriteOutcome, WriteError> {
         let table_name = self.tables[usize::from(table_id)].name().to_owned();
@@ -800,7 +852,26 @@ impl State {
                 stamp: meta.stamp,
             });
         };
-        let seqs = self.store(table_id, slot, id, record, &[change], &meta.writer)?;
+        let chunk: Chunk = change.raw_bytes().into();
+        let table = &self.tables[usize::from(table_id)];
+        let deleted = matches!(expected, Expected::Deleted);
+        let (row, open_conflict) = match expected {
+            Expected::Row(row) if !slot.is_some_and(|slot| table.has_open_conflict(slot)) => {
+                (row, false)
+            }
+            Expected::Row(_) | Expected::Derived => table
+                .derive_row(&record)
+                .map_err(|source| record_error(&table_name, id, source))?,
+            Expected::Deleted => (Row::new(Vec::new()), false),
+        };
+        let update = Update {
+            record,
+            logged: vec![(chunk, meta.stamp)],
+            row,
+            open_conflict,
+            deleted,
+        };
+        let seqs = self.store(table_id, slot, id, update, &meta.writer)?;
         Ok(WriteOutcome {
             id: id.to_owned(),
             seq: seqs.first().copied(),
@@ -808,31 +879,28 @@ impl State {
         })
     }
 
-    /// Stores new changes of a record: its chunks, row, indexes and log entries.
+    /// Stores what a write produced: the saved document, row, indexes and log entries.
     fn store(
         &mut self,
         table_id: u16,
         slot: Option<u32>,
         id: &str,
-        record: Record,
-        changes: &[Change],
+        update: Update,
         origin: &ClientId,
     ) -> Result<Vec<u64>, WriteError> {
-        let table = &self.tables[usize::from(table_id)];
-        let (row, open) = table
-            .derive_row(&record)
-            .map_err(|source| record_error(table.name(), id, source))?;
-        let old_len = slot.map_or(0, |slot| table.record(slot).saved_len());
-        let added: usize = changes.iter().map(|change| change.raw_bytes().len()).sum();
-        if old_len + added > self.config.max_record_bytes {
+        let added: usize = update.logged.iter().map(|(bytes, _)| bytes.len()).sum();
+        let before = slot.map_or(0, |slot| {
+            self.tables[usize::from(table_id)].record(slot).saved_len()
+        });
+        let limit = self.config.max_record_bytes;
+        if before + added > limit {
             return Err(WriteError::RecordTooLarge {
-                table: table.name().to_owned(),
+                table: self.tables[usize::from(table_id)].name().to_owned(),
                 record: id.to_owned(),
-                bytes: old_len + added,
-                limit: self.config.max_record_bytes,
+                bytes: before + added,
+                limit,
             });
         }
-        let deleted = record.is_deleted();
         let slot = match slot {
             Some(slot) => slot,
             None => {
@@ -840,48 +908,48 @@ impl State {
                 self.tables[usize::from(table_id)].add_slot(id)
             }
         };
-        let mut seqs = Vec::with_capacity(changes.len());
-        for change in changes {
-            let chunk: Chunk = change.raw_bytes().into();
-            self.document_bytes += chunk.len();
+        let mut seqs = Vec::with_capacity(update.logged.len());
+        for (bytes, stamp) in update.logged {
+            self.document_bytes += bytes.len();
             let seq = self.log.next_seq();
-            let stamp = StampMeta::of_change(change).map_or(Stamp::default(), |meta| meta.stamp);
-            self.log.push(LogEntry {
+            let entry = LogEntry {
                 seq,
                 table: table_id,
                 slot,
                 stamp,
                 origin: origin.clone(),
-                change: chunk.clone(),
-            });
+                change: bytes.clone(),
+            };
+            self.log.push(entry);
             self.tables[usize::from(table_id)]
                 .record_mut(slot)
                 .chunks
-                .push(chunk);
+                .push(bytes);
             seqs.push(seq);
         }
-        self.compact_if_due(table_id, slot, &record);
+        self.compact_if_due(table_id, slot, &update.record);
         let table = &mut self.tables[usize::from(table_id)];
-        self.row_bytes = self.row_bytes + row.heap_bytes() - table.record(slot).row.heap_bytes();
-        table.set_row(slot, row, deleted, open);
+        self.row_bytes =
+            self.row_bytes + update.row.heap_bytes() - table.record(slot).row.heap_bytes();
+        table.set_row(slot, update.row, update.deleted, update.open_conflict);
         if let Some(seq) = seqs.last() {
             table.touch(slot, *seq);
         }
-        self.cache.put(table_id, slot, record);
+        self.cache.put(table_id, slot, update.record);
         let now = self.clock.last();
         self.trim_log(now);
         Ok(seqs)
     }
 
-    /// Replaces many change chunks by one saved document.
+    /// Replaces a record's many chunks by one saved document.
     fn compact_if_due(&mut self, table_id: u16, slot: u32, record: &Record) {
         let stored = self.tables[usize::from(table_id)].record_mut(slot);
         if stored.chunks.len() <= self.config.compact_after_chunks {
             return;
         }
         let saved: Chunk = record.save().into();
-        let old = std::mem::replace(&mut stored.chunks, vec![saved.clone()]);
         self.document_bytes += saved.len();
+        let old = std::mem::replace(&mut stored.chunks, vec![saved]);
         for chunk in old {
             release(chunk, &mut self.document_bytes);
         }
@@ -904,6 +972,26 @@ impl State {
             release(entry.change, &mut self.document_bytes);
         }
     }
+}
+
+/// The visible row a local write will leave.
+enum Expected {
+    /// This row (predicted from the edits).
+    Row(Row),
+    /// Whatever the document resolves to.
+    Derived,
+    /// None: the record is deleted.
+    Deleted,
+}
+
+/// What a write leaves behind.
+struct Update {
+    record: Record,
+    /// The bytes and stamp of each new change, oldest first.
+    logged: Vec<(Chunk, Stamp)>,
+    row: Row,
+    open_conflict: bool,
+    deleted: bool,
 }
 
 /// Drops one reference to a chunk, and its bytes from the count when it was the last.
@@ -934,23 +1022,23 @@ fn record_error(table: &str, id: &str, source: mobilesyncdb_crdt::RecordError) -
 /// The row a local write at the record's current state will produce: a set value
 /// supersedes every concurrent one, so it is what the policy will show.
 fn predicted_row(table: &Table, slot: Option<u32>, edits: &[Edit]) -> Row {
-    let mut values: Vec<Value> = match slot {
-        Some(slot) => table.record(slot).row.values().to_vec(),
-        None => Vec::new(),
-    };
-    values.resize(table.schema.fields.len(), Value::Null);
+    let empty = Row::new(Vec::new());
+    let current = slot.map_or(&empty, |slot| &table.record(slot).row);
+    let mut replacements: Vec<(usize, Value)> = Vec::with_capacity(edits.len());
     for edit in edits {
         let Some(position) = table.schema.position(edit.field()) else {
             continue;
         };
-        values[position] = match edit {
+        let value = match edit {
             Edit::Set { value, .. } => value.clone(),
             Edit::Unset { .. } => Value::Null,
-            Edit::Increment { by, .. } => match &values[position] {
+            Edit::Increment { by, .. } => match current.get(position) {
                 Value::Counter(n) => Value::Counter(n.saturating_add(*by)),
-                other => other.clone(),
+                other => other,
             },
         };
+        replacements.retain(|(earlier, _)| *earlier != position);
+        replacements.push((position, value));
     }
-    Row::new(values)
+    current.replacing(table.schema.fields.len(), &replacements)
 }

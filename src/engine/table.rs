@@ -21,11 +21,17 @@ use crate::schema::{FieldType, Fields, TableSchema};
 /// The most tables one database holds (table ids are 16 bits in the change log).
 pub(crate) const MAX_TABLES: usize = 4_096;
 
-/// A record as the engine keeps it: its document as saved chunks (a document or
-/// change chunks, concatenated on load) and its visible row.
+/// A record as the engine keeps it: its document as automerge storage chunks and
+/// its visible row.
+///
+/// A write appends its change chunk, which the change log shares; re-saving the
+/// whole document on every write would cost several times the write itself (the
+/// saved form deflates its columns), so chunks are compacted into one saved
+/// document only when they pile up.
 #[derive(Debug)]
 pub(crate) struct StoredRecord {
     pub(crate) id: Box<str>,
+    /// Automerge storage chunks (change chunks or a saved document), in order.
     pub(crate) chunks: Vec<Chunk>,
     pub(crate) row: Row,
     pub(crate) latest_seq: u64,
@@ -33,7 +39,7 @@ pub(crate) struct StoredRecord {
 }
 
 impl StoredRecord {
-    /// The document's bytes: the chunks concatenated.
+    /// The document's bytes: the chunks concatenated, which automerge loads as one.
     pub(crate) fn saved_bytes(&self) -> Vec<u8> {
         self.chunks.concat()
     }
@@ -150,6 +156,10 @@ impl Table {
             .map(|(seq, slot)| (*seq, *slot))
     }
 
+    pub(crate) fn has_open_conflict(&self, slot: u32) -> bool {
+        self.open_conflicts.contains(&slot)
+    }
+
     /// Slots with open manual conflicts.
     pub(crate) fn open_conflicts(&self) -> impl Iterator<Item = u32> + '_ {
         self.open_conflicts.iter().copied()
@@ -174,13 +184,19 @@ impl Table {
         let was_live = !record.deleted;
         let old_row = std::mem::replace(&mut record.row, row);
         record.deleted = deleted;
+        let new_row = &self.records[slot as usize].row;
         for index in &mut self.indexes {
             let position = index.field_position();
-            if was_live {
-                index.remove(old_row.get(position), slot);
+            let old_key = was_live.then(|| old_row.get(position));
+            let new_key = (!deleted).then(|| new_row.get(position));
+            if old_key == new_key {
+                continue;
             }
-            if !deleted {
-                index.insert(self.records[slot as usize].row.get(position), slot);
+            if let Some(key) = old_key {
+                index.remove(&key, slot);
+            }
+            if let Some(key) = new_key {
+                index.insert(&key, slot);
             }
         }
         self.live = self.live + usize::from(!deleted) - usize::from(was_live);
@@ -200,7 +216,7 @@ impl Table {
     ) -> Result<(), WriteError> {
         for index in self.indexes.iter().filter(|index| index.is_unique()) {
             let key = row.get(index.field_position());
-            if let Some(holder) = index.holder(key, slot.unwrap_or(u32::MAX)) {
+            if let Some(holder) = index.holder(&key, slot.unwrap_or(u32::MAX)) {
                 return Err(WriteError::UniqueViolation {
                     table: self.name().to_owned(),
                     record: record_id.to_owned(),

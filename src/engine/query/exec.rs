@@ -127,8 +127,8 @@ impl<'a, S: RowSource> Scan<'a, '_, S> {
 /// A matching row, by reference until it makes the page.
 pub(super) struct Hit<'a> {
     row: &'a Row,
-    /// The row's order-by value.
-    value: &'a Value,
+    /// The row's order-by value, decoded once.
+    value: Value,
     id: &'a str,
     slot: u32,
 }
@@ -163,7 +163,7 @@ fn compare_hits(a: &Hit<'_>, b: &Hit<'_>, direction: Direction) -> Ordering {
     // so that the order stays total.
     let ordering = a
         .value
-        .cmp(b.value)
+        .cmp(&b.value)
         .then_with(|| a.id.cmp(b.id))
         .then(a.slot.cmp(&b.slot));
     match direction {

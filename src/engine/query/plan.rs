@@ -24,7 +24,7 @@ pub(super) struct Check {
 
 impl Check {
     pub(super) fn matches(&self, row: &Row) -> bool {
-        op_matches(&self.op, row.get(self.position))
+        op_matches(&self.op, &row.get(self.position))
     }
 }
 

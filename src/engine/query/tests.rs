@@ -40,7 +40,7 @@ impl TestTable {
                 let mut index = Index::new(position, spec.unique);
                 for (slot, row) in rows.iter().enumerate() {
                     let row = row.as_ref().expect("new rows are live");
-                    index.insert(row.get(position), slot as u32);
+                    index.insert(&row.get(position), slot as u32);
                 }
                 indexes.push(index);
             }
@@ -59,7 +59,7 @@ impl TestTable {
             return;
         };
         for index in &mut self.indexes {
-            index.remove(row.get(index.field_position()), slot);
+            index.remove(&row.get(index.field_position()), slot);
         }
     }
 

@@ -153,8 +153,8 @@ fn reference(table: &TestTable, query: &Query) -> Vec<String> {
         let compare =
             |value: &Value| (!field.is_null()).then(|| field.cmp(&coerce(&filter.field, value)));
         match &filter.op {
-            FilterOp::Eq(value) => *field == coerce(&filter.field, value),
-            FilterOp::Ne(value) => *field != coerce(&filter.field, value),
+            FilterOp::Eq(value) => field == coerce(&filter.field, value),
+            FilterOp::Ne(value) => field != coerce(&filter.field, value),
             FilterOp::Lt(value) => compare(value) == Some(Ordering::Less),
             FilterOp::Le(value) => {
                 matches!(compare(value), Some(Ordering::Less | Ordering::Equal))
@@ -165,7 +165,7 @@ fn reference(table: &TestTable, query: &Query) -> Vec<String> {
             }
             FilterOp::In(values) => values
                 .iter()
-                .any(|value| *field == coerce(&filter.field, value)),
+                .any(|value| field == coerce(&filter.field, value)),
             FilterOp::Prefix(prefix) => {
                 matches!(field, Value::Str(text) if text.starts_with(prefix.as_str()))
             }
