@@ -1,0 +1,597 @@
+//! The database's state under its lock, and the write path: validation, the
+//! memory check, the merge into the record's document, and storing the result in
+//! the table, its indexes and the change log.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use mobilesyncdb_crdt::{
+    ActorId, Causality, Change, ClientId, Edit, HybridClock, PolicyRegistry, Record, Stamp,
+    StampMeta, Value,
+};
+use tracing::{debug, info, warn};
+
+use super::{LoggedChange, MemoryStats, MergeOutcome, WallClock, WriteOutcome};
+use crate::config::EngineConfig;
+use crate::engine::cache::DocCache;
+use crate::engine::changelog::{ChangeLog, Chunk, ENTRY_OVERHEAD_BYTES, LogEntry};
+use crate::engine::error::{ReadError, WriteError};
+use crate::engine::query::Query;
+use crate::engine::row::Row;
+use crate::engine::table::{StoredRecord, Table};
+use crate::schema::Fields;
+
+#[derive(Debug)]
+pub(super) struct State {
+    pub(super) config: EngineConfig,
+    pub(super) wall: Arc<dyn WallClock>,
+    pub(super) clock: HybridClock,
+    pub(super) actor: ActorId,
+    pub(super) registry: PolicyRegistry,
+    pub(super) tables: Vec<Table>,
+    pub(super) table_ids: BTreeMap<String, u16>,
+    pub(super) log: ChangeLog,
+    pub(super) cache: DocCache,
+    /// Saved bytes held by records or log entries, each chunk once.
+    pub(super) document_bytes: usize,
+    pub(super) row_bytes: usize,
+    pub(super) record_bytes: usize,
+    pub(super) refused_for_memory: u64,
+}
+
+/// Per-slot bookkeeping beyond the row and chunk bytes.
+const SLOT_BYTES: usize = std::mem::size_of::<StoredRecord>() + 16;
+
+impl State {
+    pub(super) fn table(&self, name: &str) -> Result<&Table, ReadError> {
+        self.table_ids
+            .get(name)
+            .map(|id| &self.tables[usize::from(*id)])
+            .ok_or_else(|| ReadError::UnknownTable {
+                table: name.to_owned(),
+            })
+    }
+
+    pub(super) fn table_id(&self, name: &str) -> Result<u16, WriteError> {
+        self.table_ids
+            .get(name)
+            .copied()
+            .ok_or_else(|| WriteError::UnknownTable {
+                table: name.to_owned(),
+            })
+    }
+
+    pub(super) fn bounded(&self, query: &Query) -> Query {
+        let limit = query
+            .limit
+            .unwrap_or(self.config.max_query_rows)
+            .min(self.config.max_query_rows);
+        Query {
+            limit: Some(limit),
+            ..query.clone()
+        }
+    }
+
+    pub(super) fn logged(&self, entry: &LogEntry) -> LoggedChange {
+        let table = &self.tables[usize::from(entry.table)];
+        LoggedChange {
+            seq: entry.seq,
+            table: table.name().to_owned(),
+            record_id: table.record(entry.slot).id.to_string(),
+            stamp: entry.stamp,
+            origin: entry.origin.clone(),
+            change: entry.change.clone(),
+        }
+    }
+
+    pub(super) fn memory(&self) -> MemoryStats {
+        let indexes = self.tables.iter().map(Table::index_bytes).sum();
+        let change_log = self.log.len() * ENTRY_OVERHEAD_BYTES;
+        let doc_cache = self.cache.estimated_bytes();
+        let parts = [
+            self.document_bytes,
+            self.row_bytes,
+            self.record_bytes,
+            indexes,
+            change_log,
+            doc_cache,
+        ];
+        MemoryStats {
+            documents: self.document_bytes,
+            rows: self.row_bytes,
+            records: self.record_bytes,
+            indexes,
+            change_log,
+            doc_cache,
+            total: parts.iter().sum(),
+            limit: self.config.max_memory_bytes,
+        }
+    }
+
+    /// Makes room for a write of about `needed` bytes: trims what may be trimmed,
+    /// then refuses if that is not enough. Accepted data is never evicted.
+    fn ensure_memory(&mut self, needed: usize) -> Result<(), WriteError> {
+        let limit = self.config.max_memory_bytes;
+        if self.memory().total + needed <= limit {
+            return Ok(());
+        }
+        self.cache.clear();
+        let dropped = self.log.trim_to(self.config.retention.min_entries);
+        self.release_entries(dropped);
+        let used = self.memory().total;
+        if used + needed <= limit {
+            info!(
+                used,
+                limit, "memory pressure: trimmed the document cache and change log"
+            );
+            return Ok(());
+        }
+        self.refused_for_memory += 1;
+        warn!(used, limit, needed, "write refused at the memory limit");
+        Err(WriteError::MemoryLimit {
+            used,
+            limit,
+            needed,
+        })
+    }
+
+    pub(super) fn insert(
+        &mut self,
+        table: &str,
+        fields: Fields,
+        origin: &ClientId,
+    ) -> Result<WriteOutcome, WriteError> {
+        let table_id = self.table_id(table)?;
+        let target = &self.tables[usize::from(table_id)];
+        let (id, edits) = target.prepare_insert(&fields)?;
+        let existing = target.slot_of(&id);
+        if existing.is_some_and(|slot| !target.record(slot).deleted) {
+            return Err(WriteError::AlreadyExists {
+                table: table.to_owned(),
+                record: id,
+            });
+        }
+        let predicted = predicted_row(target, None, &edits);
+        target.check_unique(existing, &predicted, &id)?;
+        let needed = predicted.heap_bytes() * 3 + SLOT_BYTES + ENTRY_OVERHEAD_BYTES + id.len();
+        self.ensure_memory(needed)?;
+        let meta = self.stamp(origin);
+        let (record, slot) = match existing {
+            Some(slot) => (self.load(table_id, slot)?, Some(slot)),
+            None => (Record::new(self.actor.clone()), None),
+        };
+        match slot {
+            Some(_) => self.commit(
+                Target {
+                    table: table_id,
+                    slot,
+                    id: &id,
+                },
+                record,
+                &meta,
+                Expected::Derived,
+                |record| record.revive(&edits, &meta),
+            ),
+            None => self.commit(
+                Target {
+                    table: table_id,
+                    slot,
+                    id: &id,
+                },
+                record,
+                &meta,
+                Expected::Row(predicted),
+                |record| record.write(&edits, &meta),
+            ),
+        }
+    }
+
+    pub(super) fn patch(
+        &mut self,
+        table: &str,
+        id: &str,
+        edits: Vec<Edit>,
+        origin: &ClientId,
+    ) -> Result<WriteOutcome, WriteError> {
+        let table_id = self.table_id(table)?;
+        let target = &self.tables[usize::from(table_id)];
+        let slot = live_slot(target, id)?;
+        let edits = target.prepare_patch(id, edits)?;
+        let predicted = predicted_row(target, Some(slot), &edits);
+        target.check_unique(Some(slot), &predicted, id)?;
+        self.ensure_memory(predicted.heap_bytes() + ENTRY_OVERHEAD_BYTES + 256)?;
+        let meta = self.stamp(origin);
+        let record = self.load(table_id, slot)?;
+        self.commit(
+            Target {
+                table: table_id,
+                slot: Some(slot),
+                id,
+            },
+            record,
+            &meta,
+            Expected::Row(predicted),
+            |record| record.write(&edits, &meta),
+        )
+    }
+
+    pub(super) fn delete(
+        &mut self,
+        table: &str,
+        id: &str,
+        origin: &ClientId,
+    ) -> Result<WriteOutcome, WriteError> {
+        let table_id = self.table_id(table)?;
+        let slot = live_slot(&self.tables[usize::from(table_id)], id)?;
+        let meta = self.stamp(origin);
+        let record = self.load(table_id, slot)?;
+        self.commit(
+            Target {
+                table: table_id,
+                slot: Some(slot),
+                id,
+            },
+            record,
+            &meta,
+            Expected::Deleted,
+            |record| record.delete(&meta),
+        )
+    }
+
+    pub(super) fn merge_changes(
+        &mut self,
+        table: &str,
+        id: &str,
+        changes: Vec<Change>,
+        origin: &ClientId,
+    ) -> Result<MergeOutcome, WriteError> {
+        let table_id = self.table_id(table)?;
+        self.check_stamps(table, id, &changes)?;
+        let incoming: usize = changes.iter().map(|change| change.raw_bytes().len()).sum();
+        self.ensure_memory(incoming * 3 + SLOT_BYTES)?;
+        let existing = self.tables[usize::from(table_id)].slot_of(id);
+        let mut record = match existing {
+            Some(slot) => self.load(table_id, slot)?,
+            None => Record::new(self.actor.clone()),
+        };
+        let report = record
+            .merge(changes)
+            .map_err(|source| record_error(table, id, source))?;
+        if report.applied.is_empty() {
+            if let Some(slot) = existing {
+                self.cache.put(table_id, slot, record);
+            }
+            return Ok(MergeOutcome {
+                id: id.to_owned(),
+                seqs: Vec::new(),
+                duplicates: report.duplicates,
+                causality: report.causality,
+                conflicted_fields: Vec::new(),
+            });
+        }
+        let conflicted_fields = self.conflicted_fields(table_id, &record);
+        let (row, open_conflict) = self.tables[usize::from(table_id)]
+            .derive_row(&record)
+            .map_err(|source| record_error(table, id, source))?;
+        let logged = report
+            .applied
+            .iter()
+            .map(|change| {
+                let stamp =
+                    StampMeta::of_change(change).map_or(Stamp::default(), |meta| meta.stamp);
+                (Chunk::from(change.raw_bytes()), stamp)
+            })
+            .collect();
+        let deleted = record.is_deleted();
+        let update = Update {
+            record,
+            logged,
+            row,
+            open_conflict,
+            deleted,
+        };
+        let seqs = self.store(table_id, existing, id, update, origin)?;
+        if report.causality == Causality::Concurrent {
+            debug!(table, record = id, fields = ?conflicted_fields, "concurrent modification merged");
+        }
+        Ok(MergeOutcome {
+            id: id.to_owned(),
+            seqs,
+            duplicates: report.duplicates,
+            causality: report.causality,
+            conflicted_fields,
+        })
+    }
+
+    /// Refuses stamped changes from a clock too far ahead, then advances our clock
+    /// past the accepted stamps.
+    fn check_stamps(
+        &mut self,
+        table: &str,
+        id: &str,
+        changes: &[Change],
+    ) -> Result<(), WriteError> {
+        let now = self.wall.now_ms();
+        let stamps: Vec<Stamp> = changes
+            .iter()
+            .filter_map(StampMeta::of_change)
+            .map(|meta| meta.stamp)
+            .collect();
+        for stamp in &stamps {
+            self.clock
+                .check(*stamp, now)
+                .map_err(|source| WriteError::ClockSkew {
+                    table: table.to_owned(),
+                    record: id.to_owned(),
+                    source,
+                })?;
+        }
+        for stamp in stamps {
+            // Within the skew bound by the check above.
+            let _ = self.clock.observe(stamp, now);
+        }
+        Ok(())
+    }
+
+    fn conflicted_fields(&self, table_id: u16, record: &Record) -> Vec<String> {
+        self.tables[usize::from(table_id)]
+            .schema
+            .fields
+            .iter()
+            .filter(|field| {
+                record
+                    .conflict_set(&field.name)
+                    .is_ok_and(|set| set.is_conflict())
+            })
+            .map(|field| field.name.clone())
+            .collect()
+    }
+
+    fn stamp(&mut self, origin: &ClientId) -> StampMeta {
+        StampMeta::new(self.clock.tick(self.wall.now_ms()), origin.clone())
+    }
+
+    /// A record's document: from the cache, or loaded from its saved bytes.
+    fn load(&mut self, table_id: u16, slot: u32) -> Result<Record, WriteError> {
+        if let Some(mut record) = self.cache.take(table_id, slot) {
+            record.set_actor(self.actor.clone());
+            return Ok(record);
+        }
+        let table = &self.tables[usize::from(table_id)];
+        let stored = table.record(slot);
+        let mut record = stored
+            .load()
+            .map_err(|source| record_error(table.name(), &stored.id, source))?;
+        record.set_actor(self.actor.clone());
+        Ok(record)
+    }
+
+    /// Runs a local write on a record's document and stores the result. `expected`
+    /// is the row the write will show: a value written at the record's current
+    /// state supersedes every concurrent one, so the row need not be re-derived
+    /// from the document unless a manual conflict is open or a deleted record is
+    /// revived (its older fields come back).
+    fn commit(
+        &mut self,
+        target: Target<'_>,
+        mut record: Record,
+        meta: &StampMeta,
+        expected: Expected,
+        write: impl FnOnce(&mut Record) -> Result<Option<Change>, mobilesyncdb_crdt::RecordError>,
+    ) -> Result<WriteOutcome, WriteError> {
+        let Target {
+            table: table_id,
+            slot,
+            id,
+        } = target;
+        let table_name = self.tables[usize::from(table_id)].name().to_owned();
+        let change = write(&mut record).map_err(|source| record_error(&table_name, id, source))?;
+        let Some(change) = change else {
+            if let Some(slot) = slot {
+                self.cache.put(table_id, slot, record);
+            }
+            return Ok(WriteOutcome {
+                id: id.to_owned(),
+                seq: None,
+                stamp: meta.stamp,
+            });
+        };
+        let chunk: Chunk = change.raw_bytes().into();
+        let table = &self.tables[usize::from(table_id)];
+        let deleted = matches!(expected, Expected::Deleted);
+        let (row, open_conflict) = match expected {
+            Expected::Row(row) if !slot.is_some_and(|slot| table.has_open_conflict(slot)) => {
+                (row, false)
+            }
+            Expected::Row(_) | Expected::Derived => table
+                .derive_row(&record)
+                .map_err(|source| record_error(&table_name, id, source))?,
+            Expected::Deleted => (Row::new(Vec::new()), false),
+        };
+        let update = Update {
+            record,
+            logged: vec![(chunk, meta.stamp)],
+            row,
+            open_conflict,
+            deleted,
+        };
+        let seqs = self.store(table_id, slot, id, update, &meta.writer)?;
+        Ok(WriteOutcome {
+            id: id.to_owned(),
+            seq: seqs.first().copied(),
+            stamp: meta.stamp,
+        })
+    }
+
+    /// Stores what a write produced: the saved document, row, indexes and log entries.
+    fn store(
+        &mut self,
+        table_id: u16,
+        slot: Option<u32>,
+        id: &str,
+        update: Update,
+        origin: &ClientId,
+    ) -> Result<Vec<u64>, WriteError> {
+        let added: usize = update.logged.iter().map(|(bytes, _)| bytes.len()).sum();
+        let before = slot.map_or(0, |slot| {
+            self.tables[usize::from(table_id)].record(slot).saved_len()
+        });
+        let limit = self.config.max_record_bytes;
+        if before + added > limit {
+            return Err(WriteError::RecordTooLarge {
+                table: self.tables[usize::from(table_id)].name().to_owned(),
+                record: id.to_owned(),
+                bytes: before + added,
+                limit,
+            });
+        }
+        let slot = match slot {
+            Some(slot) => slot,
+            None => {
+                self.record_bytes += SLOT_BYTES + id.len();
+                self.tables[usize::from(table_id)].add_slot(id)
+            }
+        };
+        let mut seqs = Vec::with_capacity(update.logged.len());
+        for (bytes, stamp) in update.logged {
+            self.document_bytes += bytes.len();
+            let seq = self.log.next_seq();
+            let entry = LogEntry {
+                seq,
+                table: table_id,
+                slot,
+                stamp,
+                origin: origin.clone(),
+                change: bytes.clone(),
+            };
+            self.log.push(entry);
+            self.tables[usize::from(table_id)]
+                .record_mut(slot)
+                .chunks
+                .push(bytes);
+            seqs.push(seq);
+        }
+        self.compact_if_due(table_id, slot, &update.record);
+        let table = &mut self.tables[usize::from(table_id)];
+        self.row_bytes =
+            self.row_bytes + update.row.heap_bytes() - table.record(slot).row.heap_bytes();
+        table.set_row(slot, update.row, update.deleted, update.open_conflict);
+        if let Some(seq) = seqs.last() {
+            table.touch(slot, *seq);
+        }
+        self.cache.put(table_id, slot, update.record);
+        let now = self.clock.last();
+        self.trim_log(now);
+        Ok(seqs)
+    }
+
+    /// Replaces a record's many chunks by one saved document.
+    fn compact_if_due(&mut self, table_id: u16, slot: u32, record: &Record) {
+        let stored = self.tables[usize::from(table_id)].record_mut(slot);
+        if stored.chunks.len() <= self.config.compact_after_chunks {
+            return;
+        }
+        let saved: Chunk = record.save().into();
+        self.document_bytes += saved.len();
+        let old = std::mem::replace(&mut stored.chunks, vec![saved]);
+        for chunk in old {
+            release(chunk, &mut self.document_bytes);
+        }
+    }
+
+    pub(super) fn trim_log(&mut self, now: Stamp) {
+        let dropped = self.log.trim(&self.config.retention, now);
+        self.release_entries(dropped);
+    }
+
+    fn release_entries(&mut self, entries: Vec<LogEntry>) {
+        if !entries.is_empty() {
+            debug!(
+                dropped = entries.len(),
+                horizon = self.log.horizon(),
+                "change log trimmed"
+            );
+        }
+        for entry in entries {
+            release(entry.change, &mut self.document_bytes);
+        }
+    }
+}
+
+/// The record a write goes to: its table, its slot (none yet for a new record)
+/// and its id.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    table: u16,
+    slot: Option<u32>,
+    id: &'a str,
+}
+
+/// The visible row a local write will leave.
+enum Expected {
+    /// This row (predicted from the edits).
+    Row(Row),
+    /// Whatever the document resolves to.
+    Derived,
+    /// None: the record is deleted.
+    Deleted,
+}
+
+/// What a write leaves behind.
+struct Update {
+    record: Record,
+    /// The bytes and stamp of each new change, oldest first.
+    logged: Vec<(Chunk, Stamp)>,
+    row: Row,
+    open_conflict: bool,
+    deleted: bool,
+}
+
+/// Drops one reference to a chunk, and its bytes from the count when it was the last.
+fn release(chunk: Chunk, document_bytes: &mut usize) {
+    if Arc::strong_count(&chunk) == 1 {
+        *document_bytes -= chunk.len();
+    }
+}
+
+fn live_slot(table: &Table, id: &str) -> Result<u32, WriteError> {
+    table
+        .slot_of(id)
+        .filter(|slot| !table.record(*slot).deleted)
+        .ok_or_else(|| WriteError::NotFound {
+            table: table.name().to_owned(),
+            record: id.to_owned(),
+        })
+}
+
+fn record_error(table: &str, id: &str, source: mobilesyncdb_crdt::RecordError) -> WriteError {
+    WriteError::Record {
+        table: table.to_owned(),
+        record: id.to_owned(),
+        source,
+    }
+}
+
+/// The row a local write at the record's current state will produce: a set value
+/// supersedes every concurrent one, so it is what the policy will show.
+fn predicted_row(table: &Table, slot: Option<u32>, edits: &[Edit]) -> Row {
+    let empty = Row::new(Vec::new());
+    let current = slot.map_or(&empty, |slot| &table.record(slot).row);
+    let mut replacements: Vec<(usize, Value)> = Vec::with_capacity(edits.len());
+    for edit in edits {
+        let Some(position) = table.schema.position(edit.field()) else {
+            continue;
+        };
+        let value = match edit {
+            Edit::Set { value, .. } => value.clone(),
+            Edit::Unset { .. } => Value::Null,
+            Edit::Increment { by, .. } => match current.get(position) {
+                Value::Counter(n) => Value::Counter(n.saturating_add(*by)),
+                other => other,
+            },
+        };
+        replacements.retain(|(earlier, _)| *earlier != position);
+        replacements.push((position, value));
+    }
+    current.replacing(table.schema.fields.len(), &replacements)
+}
