@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use mobilesyncdb::config::{EngineConfig, RetentionPolicy};
 use mobilesyncdb::crdt::{
-    ActorId, Causality, ClientId, ClientPriority, Edit, PolicySpec, Record, Stamp, StampMeta, Value,
+    ActorId, Causality, ClientId, Edit, PolicySpec, Record, Stamp, StampMeta, Value,
 };
 use mobilesyncdb::engine::{
     Database, EngineError, Query, ReadError, SchemaError, WallClock, WriteError,
@@ -552,7 +552,6 @@ fn schema_policies_decide_what_merged_conflicts_show() {
     )
     .expect("resolve");
     assert!(db.open_conflicts("notes").expect("table").is_empty());
-    let _ = ClientPriority::default();
 }
 
 #[test]

@@ -167,6 +167,12 @@ impl std::fmt::Display for ClientId {
     }
 }
 
+impl From<String> for ClientId {
+    fn from(id: String) -> ClientId {
+        ClientId::new(id)
+    }
+}
+
 impl From<&str> for ClientId {
     fn from(id: &str) -> ClientId {
         ClientId::new(id)

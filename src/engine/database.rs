@@ -474,6 +474,35 @@ impl Database {
         state.trim_log(now);
     }
 
+    /// Re-derives every visible row and index from the saved documents, and returns
+    /// how many rows differed from the ones kept (0 unless something is wrong:
+    /// visible rows and indexes are derived state).
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::Corrupt`] naming the first record whose document cannot be read.
+    pub fn rebuild_derived_state(&self) -> Result<usize, EngineError> {
+        let mut state = self.write();
+        let mut differing = 0;
+        for table in &mut state.tables {
+            differing += table
+                .rebuild()
+                .map_err(|(record, source)| ReadError::Corrupt {
+                    table: table.name().to_owned(),
+                    record,
+                    source,
+                })?;
+        }
+        state.row_bytes = state.tables.iter().map(Table::row_bytes).sum();
+        if differing > 0 {
+            tracing::warn!(
+                differing,
+                "rebuilt visible rows that had drifted from their documents"
+            );
+        }
+        Ok(differing)
+    }
+
     /// Counters and memory use.
     pub fn stats(&self) -> EngineStats {
         let state = self.read();

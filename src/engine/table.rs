@@ -178,6 +178,16 @@ impl Table {
         Ok((Row::new(values), open))
     }
 
+    /// What a record's document shows: its visible row (empty when deleted),
+    /// whether a manual conflict is open, and whether it is deleted.
+    pub(crate) fn derive(&self, record: &Record) -> Result<(Row, bool, bool), RecordError> {
+        if record.is_deleted() {
+            return Ok((Row::new(Vec::new()), false, true));
+        }
+        let (row, open) = self.derive_row(record)?;
+        Ok((row, open, false))
+    }
+
     /// Replaces a slot's row (and liveness), keeping indexes in step.
     pub(crate) fn set_row(&mut self, slot: u32, row: Row, deleted: bool, open_conflict: bool) {
         let record = &mut self.records[slot as usize];
@@ -226,6 +236,45 @@ impl Table {
             }
         }
         Ok(())
+    }
+
+    /// Re-derives every visible row from its saved document and rebuilds the
+    /// indexes from the rows. Returns how many rows differed from what was kept,
+    /// or the first record whose document cannot be read.
+    pub(crate) fn rebuild(&mut self) -> Result<usize, (String, RecordError)> {
+        let mut derived = Vec::with_capacity(self.records.len());
+        for stored in &self.records {
+            if stored.chunks.is_empty() {
+                derived.push((Row::new(Vec::new()), true, false));
+                continue;
+            }
+            let failed = |error| (stored.id.to_string(), error);
+            let record = stored.load().map_err(failed)?;
+            let (row, open, deleted) = self.derive(&record).map_err(failed)?;
+            derived.push((row, deleted, open));
+        }
+        for index in &mut self.indexes {
+            *index = Index::new(index.field_position(), index.is_unique());
+        }
+        self.open_conflicts.clear();
+        self.live = 0;
+        let mut differing = 0;
+        for (slot, (row, deleted, open)) in derived.into_iter().enumerate() {
+            let stored = &mut self.records[slot];
+            differing += usize::from(stored.row != row || stored.deleted != deleted);
+            // Start from "deleted" so that set_row indexes the row afresh.
+            stored.deleted = true;
+            self.set_row(slot as u32, row, deleted, open);
+        }
+        Ok(differing)
+    }
+
+    /// Heap bytes of the visible rows.
+    pub(crate) fn row_bytes(&self) -> usize {
+        self.records
+            .iter()
+            .map(|record| record.row.heap_bytes())
+            .sum()
     }
 
     /// Heap bytes of the indexes and the latest-change index.

@@ -270,8 +270,8 @@ impl State {
             });
         }
         let conflicted_fields = self.conflicted_fields(table_id, &record);
-        let (row, open_conflict) = self.tables[usize::from(table_id)]
-            .derive_row(&record)
+        let (row, open_conflict, deleted) = self.tables[usize::from(table_id)]
+            .derive(&record)
             .map_err(|source| record_error(table, id, source))?;
         let logged = report
             .applied
@@ -282,7 +282,6 @@ impl State {
                 (Chunk::from(change.raw_bytes()), stamp)
             })
             .collect();
-        let deleted = record.is_deleted();
         let update = Update {
             record,
             logged,
