@@ -104,19 +104,27 @@ fn demo(size: usize, seed: u64) -> anyhow::Result<()> {
         "latest seq {}, change log {} entries",
         stats.latest_seq, stats.change_log_entries
     );
-    println!("memory (bytes): {}", serde_json::to_string(&stats.memory)?);
-    let latest = Query::new().order_by("sent_at", Direction::Desc).limit(3);
+    let memory = stats.memory;
+    let megabytes = |bytes: usize| bytes as f64 / 1e6;
     println!(
-        "plan for the 3 latest messages: {}",
-        database.explain("messages", &latest)?
+        "memory {:.1} MB ({:.2}x the JSON): documents {:.1}, rows {:.1}, records {:.1}, indexes {:.1}, change log {:.1}, cache {:.1}",
+        megabytes(memory.total),
+        memory.total as f64 / dataset.json_bytes() as f64,
+        megabytes(memory.documents),
+        megabytes(memory.rows),
+        megabytes(memory.records),
+        megabytes(memory.indexes),
+        megabytes(memory.change_log),
+        megabytes(memory.doc_cache),
     );
+    let latest = Query::new().order_by("sent_at", Direction::Desc).limit(2);
+    let plan = database.explain("messages", &latest)?;
+    println!("the 2 latest messages ({plan}):");
+    let schema = dataset.table("messages").map(|table| table.schema.clone());
     for row in database.query("messages", &latest)?.rows {
-        let values: Vec<_> = row
-            .values()
-            .iter()
-            .map(mobilesyncdb::schema::value_to_json)
-            .collect();
-        println!("  {}", serde_json::Value::Array(values));
+        if let Some(schema) = &schema {
+            println!("  {}", serde_json::Value::Object(row.to_json(schema)));
+        }
     }
     Ok(())
 }

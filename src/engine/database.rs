@@ -161,7 +161,6 @@ impl Database {
             log: ChangeLog::default(),
             document_bytes: 0,
             row_bytes: 0,
-            record_bytes: 0,
             refused_for_memory: 0,
         };
         Ok(Database {

@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 
 use mobilesyncdb_crdt::Value;
 
+use crate::schema::{TableSchema, value_to_json};
+
 const NULL: u8 = 0;
 const FALSE: u8 = 1;
 const TRUE: u8 = 2;
@@ -104,6 +106,18 @@ impl Row {
             values.push(reader.value());
         }
         values
+    }
+
+    /// The row as a JSON object keyed by the schema's field names; null fields are
+    /// left out.
+    pub fn to_json(&self, schema: &TableSchema) -> serde_json::Map<String, serde_json::Value> {
+        schema
+            .fields
+            .iter()
+            .zip(self.values())
+            .filter(|(_, value)| !value.is_null())
+            .map(|(field, value)| (field.name.clone(), value_to_json(&value)))
+            .collect()
     }
 
     /// Heap bytes owned by the row, for memory accounting.

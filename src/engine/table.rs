@@ -69,6 +69,9 @@ pub(crate) struct Table {
     /// Slots with a manual conflict still open.
     open_conflicts: BTreeSet<u32>,
     live: usize,
+    /// Bytes of record ids and of chunk references held by records.
+    id_bytes: usize,
+    chunk_refs: usize,
 }
 
 impl Table {
@@ -94,6 +97,8 @@ impl Table {
             by_seq: BTreeMap::new(),
             open_conflicts: BTreeSet::new(),
             live: 0,
+            id_bytes: 0,
+            chunk_refs: 0,
         })
     }
 
@@ -117,13 +122,10 @@ impl Table {
         &self.records[slot as usize]
     }
 
-    pub(crate) fn record_mut(&mut self, slot: u32) -> &mut StoredRecord {
-        &mut self.records[slot as usize]
-    }
-
     /// A new, empty slot for `id`.
     pub(crate) fn add_slot(&mut self, id: &str) -> u32 {
         let slot = u32::try_from(self.records.len()).unwrap_or(u32::MAX);
+        self.id_bytes += id.len();
         self.records.push(StoredRecord {
             id: id.into(),
             chunks: Vec::new(),
@@ -137,6 +139,23 @@ impl Table {
             hasher.hash_one(&*records[*slot as usize].id)
         });
         slot
+    }
+
+    /// Appends a storage chunk to a record, with no spare capacity: most records
+    /// hold one or two chunks.
+    pub(crate) fn push_chunk(&mut self, slot: u32, chunk: Chunk) {
+        let chunks = &mut self.records[slot as usize].chunks;
+        chunks.reserve_exact(1);
+        chunks.push(chunk);
+        self.chunk_refs += 1;
+    }
+
+    /// Replaces a record's chunks, returning the old ones.
+    pub(crate) fn replace_chunks(&mut self, slot: u32, chunks: Vec<Chunk>) -> Vec<Chunk> {
+        self.chunk_refs += chunks.len();
+        let old = std::mem::replace(&mut self.records[slot as usize].chunks, chunks);
+        self.chunk_refs -= old.len();
+        old
     }
 
     /// Records the latest change of a slot.
@@ -280,7 +299,15 @@ impl Table {
     /// Heap bytes of the indexes and the latest-change index.
     pub(crate) fn index_bytes(&self) -> usize {
         let indexes: usize = self.indexes.iter().map(Index::heap_bytes).sum();
-        indexes + self.by_seq.len() * BTREE_ENTRY_BYTES + self.ids.capacity() * 5
+        indexes + self.by_seq.len() * BTREE_ENTRY_BYTES
+    }
+
+    /// Heap bytes of the record slots, their ids and chunk lists, and the id map.
+    pub(crate) fn record_bytes(&self) -> usize {
+        self.records.capacity() * std::mem::size_of::<StoredRecord>()
+            + self.id_bytes
+            + self.chunk_refs * std::mem::size_of::<Chunk>()
+            + self.ids.capacity() * (std::mem::size_of::<u32>() + 1)
     }
 
     /// The id of a new record from its fields, and the edits that create it

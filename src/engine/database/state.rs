@@ -35,7 +35,6 @@ pub(super) struct State {
     /// Saved bytes held by records or log entries, each chunk once.
     pub(super) document_bytes: usize,
     pub(super) row_bytes: usize,
-    pub(super) record_bytes: usize,
     pub(super) refused_for_memory: u64,
 }
 
@@ -86,12 +85,13 @@ impl State {
 
     pub(super) fn memory(&self) -> MemoryStats {
         let indexes = self.tables.iter().map(Table::index_bytes).sum();
+        let records = self.tables.iter().map(Table::record_bytes).sum();
         let change_log = self.log.len() * ENTRY_OVERHEAD_BYTES;
         let doc_cache = self.cache.estimated_bytes();
         let parts = [
             self.document_bytes,
             self.row_bytes,
-            self.record_bytes,
+            records,
             indexes,
             change_log,
             doc_cache,
@@ -99,7 +99,7 @@ impl State {
         MemoryStats {
             documents: self.document_bytes,
             rows: self.row_bytes,
-            records: self.record_bytes,
+            records,
             indexes,
             change_log,
             doc_cache,
@@ -446,14 +446,11 @@ impl State {
         }
         let slot = match slot {
             Some(slot) => slot,
-            None => {
-                self.record_bytes += SLOT_BYTES + id.len();
-                self.tables[usize::from(table_id)].add_slot(id)
-            }
+            None => self.tables[usize::from(table_id)].add_slot(id),
         };
         let mut seqs = Vec::with_capacity(update.logged.len());
         for (bytes, stamp) in update.logged {
-            self.document_bytes += bytes.len();
+            self.document_bytes += chunk_cost(&bytes);
             let seq = self.log.next_seq();
             let entry = LogEntry {
                 seq,
@@ -464,10 +461,7 @@ impl State {
                 change: bytes.clone(),
             };
             self.log.push(entry);
-            self.tables[usize::from(table_id)]
-                .record_mut(slot)
-                .chunks
-                .push(bytes);
+            self.tables[usize::from(table_id)].push_chunk(slot, bytes);
             seqs.push(seq);
         }
         self.compact_if_due(table_id, slot, &update.record);
@@ -486,13 +480,13 @@ impl State {
 
     /// Replaces a record's many chunks by one saved document.
     fn compact_if_due(&mut self, table_id: u16, slot: u32, record: &Record) {
-        let stored = self.tables[usize::from(table_id)].record_mut(slot);
-        if stored.chunks.len() <= self.config.compact_after_chunks {
+        let table = &mut self.tables[usize::from(table_id)];
+        if table.record(slot).chunks.len() <= self.config.compact_after_chunks {
             return;
         }
         let saved: Chunk = record.save().into();
-        self.document_bytes += saved.len();
-        let old = std::mem::replace(&mut stored.chunks, vec![saved]);
+        self.document_bytes += chunk_cost(&saved);
+        let old = table.replace_chunks(slot, vec![saved]);
         for chunk in old {
             release(chunk, &mut self.document_bytes);
         }
@@ -549,8 +543,13 @@ struct Update {
 /// Drops one reference to a chunk, and its bytes from the count when it was the last.
 fn release(chunk: Chunk, document_bytes: &mut usize) {
     if Arc::strong_count(&chunk) == 1 {
-        *document_bytes -= chunk.len();
+        *document_bytes -= chunk_cost(&chunk);
     }
+}
+
+/// A chunk's bytes plus its reference counts.
+fn chunk_cost(chunk: &Chunk) -> usize {
+    chunk.len() + 2 * std::mem::size_of::<usize>()
 }
 
 fn live_slot(table: &Table, id: &str) -> Result<u32, WriteError> {
