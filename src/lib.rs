@@ -15,3 +15,8 @@ pub mod engine;
 pub mod schema;
 
 pub use mobilesyncdb_crdt as crdt;
+
+/// The README's Rust examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -645,3 +645,102 @@ fn a_disabled_document_cache_still_merges_correctly() {
     // The record keeps one saved document; the log still serves every change.
     assert_eq!(db.changes_since(0, 100).expect("log").len(), 7);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tokio_tasks_share_one_handle() {
+    let db = database();
+    let tasks: Vec<_> = (0..64)
+        .map(|task| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let id = format!("task-{task}");
+                db.insert("todos", todo(&id, "from a task"), &ClientId::from("task"))
+                    .expect("insert");
+                tokio::task::yield_now().await;
+                db.patch(
+                    "todos",
+                    &id,
+                    vec![Edit::set("done", true)],
+                    &ClientId::from("task"),
+                )
+                .expect("patch");
+                db.get("todos", &id).expect("table").expect("row")
+            })
+        })
+        .collect();
+    for task in tasks {
+        let row = task.await.expect("task finished");
+        assert_eq!(row.get(2), Value::Bool(true));
+    }
+    assert_eq!(db.latest_seq(), 128);
+}
+
+#[test]
+fn records_over_the_size_limit_are_refused_whole() {
+    let config = EngineConfig {
+        max_record_bytes: 2_048,
+        ..EngineConfig::default()
+    };
+    let (db, _) = database_with(config);
+    let error = write_error(db.insert("todos", todo("big", &"x".repeat(4_000)), &phone()));
+    assert!(
+        matches!(error, WriteError::RecordTooLarge { limit: 2_048, .. }),
+        "{error}"
+    );
+    assert_eq!(db.get("todos", "big").expect("table"), None);
+    db.insert("todos", todo("small", "x"), &phone())
+        .expect("small fits");
+    let error = write_error(db.patch(
+        "todos",
+        "small",
+        vec![Edit::set("title", "y".repeat(4_000))],
+        &phone(),
+    ));
+    assert!(
+        matches!(error, WriteError::RecordTooLarge { .. }),
+        "{error}"
+    );
+    assert_eq!(
+        db.get("todos", "small")
+            .expect("table")
+            .expect("row")
+            .get(1),
+        Value::str("x")
+    );
+    assert_eq!(
+        db.latest_seq(),
+        1,
+        "nothing of the refused writes was logged"
+    );
+}
+
+#[test]
+fn integer_primary_keys_and_unknown_tables_on_reads() {
+    let db = database();
+    let schema = TableSchema::new("readings", "n")
+        .field(FieldSpec::new("n", FieldType::Integer).required())
+        .field(FieldSpec::new("value", FieldType::Float));
+    db.create_table(schema).expect("integer keys are allowed");
+    let reading = fields(&[("n", Value::Int(42)), ("value", Value::Int(7))]);
+    let outcome = db.insert("readings", reading, &phone()).expect("insert");
+    assert_eq!(outcome.id, "42");
+    let row = db.get("readings", "42").expect("table").expect("row");
+    assert_eq!(
+        row.get(1),
+        Value::Float(7.0),
+        "an integer fits a float field"
+    );
+    assert!(matches!(
+        db.get("nope", "1"),
+        Err(EngineError::Read(ReadError::UnknownTable { .. }))
+    ));
+    assert!(matches!(
+        db.query("nope", &Query::new()),
+        Err(EngineError::Read(ReadError::UnknownTable { .. }))
+    ));
+    let bad_key = TableSchema::new("flags", "on").field(FieldSpec::new("on", FieldType::Boolean));
+    assert!(matches!(
+        db.create_table(bad_key),
+        Err(EngineError::Schema(SchemaError::BadPrimaryKeyType { .. }))
+    ));
+}
