@@ -94,18 +94,10 @@ fn env_number(name: &str, default: u64) -> u64 {
 
 fn load(dataset: &Dataset, config: EngineConfig) -> (Database, Duration) {
     let database = Database::new(config).expect("valid config");
-    for schema in dataset.schemas() {
-        database.create_table(schema).expect("create table");
-    }
-    let loader = ClientId::from("bench-loader");
     let started = Instant::now();
-    for table in &dataset.tables {
-        for row in &table.rows {
-            database
-                .insert(&table.schema.name, row.clone(), &loader)
-                .expect("insert");
-        }
-    }
+    dataset
+        .load_into(&database, &ClientId::from("bench-loader"))
+        .expect("load");
     (database, started.elapsed())
 }
 

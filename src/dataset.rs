@@ -44,6 +44,9 @@ mod words;
 
 use std::io::Write;
 
+use mobilesyncdb_crdt::ClientId;
+
+use crate::engine::{Database, EngineError};
 use crate::schema::{TableSchema, value_to_json};
 use rows::Generator;
 use tables::Kind;
@@ -192,6 +195,25 @@ impl Dataset {
     /// The table named `name`.
     pub fn table(&self, name: &str) -> Option<&TableData> {
         self.tables.iter().find(|table| table.schema.name == name)
+    }
+
+    /// Creates the data set's tables in `database` and inserts every row, written
+    /// by `origin`.
+    ///
+    /// # Errors
+    ///
+    /// The first error the engine reports (a table that exists already, or a full
+    /// memory limit).
+    pub fn load_into(&self, database: &Database, origin: &ClientId) -> Result<(), EngineError> {
+        for table in &self.tables {
+            database.create_table(table.schema.clone())?;
+        }
+        for table in &self.tables {
+            for row in &table.rows {
+                database.insert(&table.schema.name, row.clone(), origin)?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes every record as one line of JSON, `{"table":"todos","record":{...}}`,

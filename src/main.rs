@@ -73,18 +73,10 @@ fn demo(size: usize, seed: u64) -> anyhow::Result<()> {
         target_json_bytes: size,
     });
     let database = Database::new(EngineConfig::default()).context("default configuration")?;
-    for schema in dataset.schemas() {
-        database.create_table(schema).context("demo schema")?;
-    }
-    let loader = ClientId::from("demo-loader");
     let started = Instant::now();
-    for table in &dataset.tables {
-        for row in &table.rows {
-            database
-                .insert(&table.schema.name, row.clone(), &loader)
-                .context("demo row")?;
-        }
-    }
+    dataset
+        .load_into(&database, &ClientId::from("demo-loader"))
+        .context("loading the demo data set")?;
     let elapsed = started.elapsed();
     println!(
         "loaded {} records ({} bytes of JSON) in {:.0} ms",

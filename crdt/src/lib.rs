@@ -41,6 +41,8 @@
 //! assert_eq!(shown.value, Value::str("approved"));
 //! ```
 
+#[cfg(feature = "quickcheck")]
+mod arbitrary;
 mod clock;
 mod error;
 mod policy;

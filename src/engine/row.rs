@@ -291,30 +291,6 @@ mod tests {
 
     use super::*;
 
-    fn any_value(rng: &mut Gen, depth: u8) -> Value {
-        let choices = if depth == 0 { 8 } else { 10 };
-        match u8::arbitrary(rng) % choices {
-            0 => Value::Null,
-            1 => Value::Bool(bool::arbitrary(rng)),
-            2 => Value::Int(i64::arbitrary(rng)),
-            3 => Value::Float(f64::arbitrary(rng)),
-            4 => Value::str(String::arbitrary(rng)),
-            5 => Value::Timestamp(i64::arbitrary(rng)),
-            6 => Value::bytes(Vec::<u8>::arbitrary(rng)),
-            7 => Value::Counter(i64::arbitrary(rng)),
-            8 => Value::List(
-                (0..u8::arbitrary(rng) % 4)
-                    .map(|_| any_value(rng, depth - 1))
-                    .collect(),
-            ),
-            _ => Value::Map(Box::new(
-                (0..u8::arbitrary(rng) % 4)
-                    .map(|_| (String::arbitrary(rng), any_value(rng, depth - 1)))
-                    .collect(),
-            )),
-        }
-    }
-
     #[derive(Clone, Debug)]
     struct Values(Vec<Value>);
 
@@ -322,7 +298,7 @@ mod tests {
         fn arbitrary(rng: &mut Gen) -> Values {
             Values(
                 (0..u8::arbitrary(rng) % 12)
-                    .map(|_| any_value(rng, 2))
+                    .map(|_| Value::arbitrary(rng))
                     .collect(),
             )
         }

@@ -285,16 +285,19 @@ fn merge_reports_new_changes_duplicates_and_concurrency() {
     assert!(again.applied.is_empty());
 }
 
+/// Two changes by one writer, the second depending on the first.
+fn two_linear_changes() -> Vec<Change> {
+    let mut origin = Record::new(actor("server"));
+    for value in [1_i64, 2] {
+        let written = origin.write(&[Edit::set("a", value)], &meta(value as u64, "s"));
+        written.expect("write");
+    }
+    origin.changes_since(&[])
+}
+
 #[test]
 fn merge_refuses_a_batch_with_missing_dependencies() {
-    let mut origin = Record::new(actor("server"));
-    origin
-        .write(&[Edit::set("a", 1_i64)], &meta(1, "s"))
-        .expect("one");
-    origin
-        .write(&[Edit::set("a", 2_i64)], &meta(2, "s"))
-        .expect("two");
-    let changes = origin.changes_since(&[]);
+    let changes = two_linear_changes();
     let mut replica = Record::new(actor("replica"));
     let error = replica
         .merge(vec![changes[1].clone()])
@@ -308,14 +311,7 @@ fn merge_refuses_a_batch_with_missing_dependencies() {
 
 #[test]
 fn changes_with_missing_dependencies_wait() {
-    let mut origin = Record::new(actor("server"));
-    origin
-        .write(&[Edit::set("a", 1_i64)], &meta(1, "s"))
-        .expect("one");
-    origin
-        .write(&[Edit::set("a", 2_i64)], &meta(2, "s"))
-        .expect("two");
-    let changes = origin.changes_since(&[]);
+    let changes = two_linear_changes();
     let mut replica = Record::new(actor("replica"));
     replica
         .apply_changes(vec![changes[1].clone()])

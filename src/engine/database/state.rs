@@ -203,11 +203,7 @@ impl State {
         let meta = self.stamp(origin);
         let record = self.load(table_id, slot)?;
         self.commit(
-            Target {
-                table: table_id,
-                slot: Some(slot),
-                id,
-            },
+            Target::existing(table_id, slot, id),
             record,
             &meta,
             Expected::Row(predicted),
@@ -226,11 +222,7 @@ impl State {
         let meta = self.stamp(origin);
         let record = self.load(table_id, slot)?;
         self.commit(
-            Target {
-                table: table_id,
-                slot: Some(slot),
-                id,
-            },
+            Target::existing(table_id, slot, id),
             record,
             &meta,
             Expected::Deleted,
@@ -518,6 +510,16 @@ struct Target<'a> {
     table: u16,
     slot: Option<u32>,
     id: &'a str,
+}
+
+impl<'a> Target<'a> {
+    fn existing(table: u16, slot: u32, id: &'a str) -> Target<'a> {
+        Target {
+            table,
+            slot: Some(slot),
+            id,
+        }
+    }
 }
 
 /// The visible row a local write will leave.
