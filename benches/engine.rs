@@ -4,7 +4,9 @@
 //! figure. Resident memory is measured with a counting allocator: every byte the
 //! engine holds after loading, divided by the data set's JSON size. Counting is
 //! switched on only while memory is measured, so that the instrument's atomic
-//! updates do not slow the timed phases.
+//! updates do not slow the timed phases. `rss_over_json` is the growth of the
+//! process's resident set over the load, allocator overhead and retained free
+//! memory included.
 //!
 //! Set `MSDB_BENCH_SEED` to change the data set, `MSDB_BENCH_MB` to change its size.
 
@@ -13,10 +15,16 @@
     reason = "a counting global allocator measures resident memory"
 )]
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
+
+#[cfg(not(feature = "jemalloc"))]
+use std::alloc::System as Backend;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+/// The allocator the `mobilesyncdb` binary uses, under the counting wrapper.
+#[cfg(feature = "jemalloc")]
+use tikv_jemallocator::Jemalloc as Backend;
 
 use mobilesyncdb::config::EngineConfig;
 use mobilesyncdb::crdt::{ClientId, Record, Value};
@@ -54,24 +62,35 @@ unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count(layout.size(), 0);
         // SAFETY: same layout contract as the caller's.
-        unsafe { System.alloc(layout) }
+        unsafe { Backend.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
         count(0, layout.size());
         // SAFETY: `pointer` came from `alloc` with this layout.
-        unsafe { System.dealloc(pointer, layout) }
+        unsafe { Backend.dealloc(pointer, layout) }
     }
 
     unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         count(new_size, layout.size());
         // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(pointer, layout, new_size) }
+        unsafe { Backend.realloc(pointer, layout, new_size) }
     }
 }
 
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator;
+
+/// The process's resident set size, from `/proc/self/statm` (0 where unavailable).
+fn rss_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|field| field.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
 
 fn figure(name: &str, value: f64, unit: &str) {
     if value.fract() == 0.0 || value.abs() >= 100.0 {
@@ -128,6 +147,7 @@ fn main() {
 
     // Memory freed during the load (dropped documents) but allocated before it
     // cannot be miscounted: nothing the engine frees predates the engine.
+    let rss_before = rss_bytes();
     let ((database, load_time), resident) = counted(|| load(&dataset, EngineConfig::default()));
     figure("insert_per_s", per_second(records, load_time), "records/s");
     figure(
@@ -140,6 +160,8 @@ fn main() {
         resident as f64 / json_bytes as f64,
         "x",
     );
+    let rss = rss_bytes().saturating_sub(rss_before);
+    figure("rss_over_json", rss as f64 / json_bytes as f64, "x");
     let accounted = database.stats().memory.total;
     println!(
         "  accounted per record: {:?}",

@@ -13,6 +13,11 @@ use mobilesyncdb::dataset::{Dataset, DatasetSpec};
 use mobilesyncdb::engine::{Database, Direction, Query};
 use tracing_subscriber::EnvFilter;
 
+/// See the `jemalloc` feature in Cargo.toml for why.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "mobilesyncdb",
