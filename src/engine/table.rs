@@ -24,10 +24,9 @@ pub(crate) const MAX_TABLES: usize = 4_096;
 /// A record as the engine keeps it: its document as automerge storage chunks and
 /// its visible row.
 ///
-/// A write appends its change chunk, which the change log shares; re-saving the
-/// whole document on every write would cost several times the write itself (the
-/// saved form deflates its columns), so chunks are compacted into one saved
-/// document only when they pile up.
+/// A write appends its change chunk, which the change log shares. Chunks are
+/// compacted into one saved document only when they pile up: on typical records a
+/// saved document is larger than its change chunks, and saving costs time.
 #[derive(Debug)]
 pub(crate) struct StoredRecord {
     pub(crate) id: Box<str>,
