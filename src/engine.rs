@@ -22,7 +22,7 @@ mod query;
 mod row;
 mod table;
 
-pub use changelog::{Chunk, CursorTooOld};
+pub use changelog::CursorTooOld;
 pub use database::{
     Database, EngineStats, LoggedChange, MemoryStats, MergeOutcome, SystemClock, WallClock,
     WriteOutcome,

@@ -744,3 +744,45 @@ fn integer_primary_keys_and_unknown_tables_on_reads() {
         Err(EngineError::Schema(SchemaError::BadPrimaryKeyType { .. }))
     ));
 }
+
+/// Regression: change bytes handed out by `changes_since` used to share the
+/// engine's reference-counted chunks, so when the engine let go of a chunk while a
+/// caller still held it, its bytes were never uncounted and the memory count only
+/// grew.
+#[test]
+fn listed_changes_held_by_a_caller_do_not_skew_memory_accounting() {
+    let config = EngineConfig {
+        compact_after_chunks: 2,
+        retention: RetentionPolicy {
+            max_entries: 5,
+            min_entries: 0,
+            ..RetentionPolicy::default()
+        },
+        ..EngineConfig::default()
+    };
+    let (held, _) = database_with(config.clone());
+    let (twin, _) = database_with(config);
+    let mut kept = Vec::new();
+    for n in 0..20 {
+        let id = format!("t{n}");
+        for db in [&held, &twin] {
+            db.insert("todos", todo(&id, "x"), &phone())
+                .expect("insert");
+            for priority in 0..3 {
+                db.patch(
+                    "todos",
+                    &id,
+                    vec![Edit::set("priority", priority)],
+                    &phone(),
+                )
+                .expect("patch");
+            }
+        }
+        kept.push(
+            held.changes_since(held.horizon(), 100)
+                .expect("within horizon"),
+        );
+    }
+    assert_eq!(held.stats().memory.documents, twin.stats().memory.documents);
+    assert!(kept.iter().all(|changes| !changes.is_empty()));
+}

@@ -16,7 +16,7 @@ use crate::config::RetentionPolicy;
 
 /// Bytes of one change (or of a saved document), shared between a record and the
 /// log.
-pub type Chunk = Arc<[u8]>;
+pub(crate) type Chunk = Arc<[u8]>;
 
 /// One logged change.
 #[derive(Clone, Debug)]

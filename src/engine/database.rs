@@ -19,7 +19,7 @@ use tracing::info;
 
 use crate::config::EngineConfig;
 use crate::engine::cache::DocCache;
-use crate::engine::changelog::{ChangeLog, Chunk};
+use crate::engine::changelog::ChangeLog;
 use crate::engine::error::{EngineError, ReadError, SchemaError};
 use crate::engine::query::{self, Plan, Query, QueryResult};
 use crate::engine::row::Row;
@@ -84,8 +84,10 @@ pub struct LoggedChange {
     pub record_id: String,
     pub stamp: Stamp,
     pub origin: ClientId,
-    /// The automerge change bytes.
-    pub change: Chunk,
+    /// The automerge storage bytes: a change chunk, to apply with
+    /// `load_incremental` (or `Change::from_bytes`). A copy: the engine counts its
+    /// own references to shared bytes, so it never hands them out.
+    pub change: Vec<u8>,
 }
 
 /// Where the engine's memory goes, in bytes (estimates for structures whose

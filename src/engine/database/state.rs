@@ -79,7 +79,7 @@ impl State {
             record_id: table.record(entry.slot).id.to_string(),
             stamp: entry.stamp,
             origin: entry.origin.clone(),
-            change: entry.change.clone(),
+            change: entry.change.to_vec(),
         }
     }
 
