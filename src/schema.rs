@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use mobilesyncdb_crdt::{PolicySpec, Value, ValueKind};
+use mobilesyncdb_crdt::{PolicySpec, Value};
 use serde::{Deserialize, Serialize};
 
 /// A record's fields by name, as inserts and updates give them.
@@ -387,20 +387,6 @@ impl TableSchema {
     pub fn key_position(&self) -> usize {
         self.position(&self.primary_key).unwrap_or(0)
     }
-}
-
-/// The kind of [`Value`] a field of `kind` holds, for error messages.
-pub fn value_kind_of(kind: FieldType) -> Option<ValueKind> {
-    Some(match kind {
-        FieldType::String => ValueKind::Str,
-        FieldType::Integer => ValueKind::Int,
-        FieldType::Float => ValueKind::Float,
-        FieldType::Boolean => ValueKind::Bool,
-        FieldType::Timestamp => ValueKind::Timestamp,
-        FieldType::Bytes => ValueKind::Bytes,
-        FieldType::Counter => ValueKind::Counter,
-        FieldType::Json => return None,
-    })
 }
 
 #[cfg(test)]

@@ -469,6 +469,13 @@ impl Record {
         }
     }
 
+    /// Whether `field` holds concurrent values, without reading their stamps.
+    pub fn has_conflict(&self, field: &str) -> bool {
+        self.doc
+            .get_all(ROOT, field)
+            .is_ok_and(|values| values.len() > 1)
+    }
+
     /// The visible value of `field` under `policy`.
     ///
     /// # Errors

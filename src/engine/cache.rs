@@ -12,7 +12,7 @@ use mobilesyncdb_crdt::Record;
 
 /// Heap bytes of one loaded document of a small record, measured with a counting
 /// allocator by `cargo bench --bench engine` (`loaded_doc_bytes`).
-pub(crate) const LOADED_DOC_BYTES: usize = 12_000;
+pub(crate) const LOADED_DOC_BYTES: usize = 15_400;
 
 #[derive(Debug)]
 pub(crate) struct DocCache {

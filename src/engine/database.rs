@@ -162,7 +162,6 @@ impl Database {
             table_ids: BTreeMap::new(),
             log: ChangeLog::default(),
             document_bytes: 0,
-            row_bytes: 0,
             refused_for_memory: 0,
         };
         Ok(Database {
@@ -381,23 +380,15 @@ impl Database {
         let Some(slot) = table_ref.slot_of(id) else {
             return Ok(Vec::new());
         };
-        let record = table_ref
-            .record(slot)
-            .load()
-            .map_err(|source| ReadError::Corrupt {
-                table: table.to_owned(),
-                record: id.to_owned(),
-                source,
-            })?;
+        let corrupt = |source| ReadError::Corrupt {
+            table: table.to_owned(),
+            record: id.to_owned(),
+            source,
+        };
+        let record = table_ref.record(slot).load().map_err(corrupt)?;
         let mut conflicts = Vec::new();
         for field in &table_ref.schema.fields {
-            let set = record
-                .conflict_set(&field.name)
-                .map_err(|source| ReadError::Corrupt {
-                    table: table.to_owned(),
-                    record: id.to_owned(),
-                    source,
-                })?;
+            let set = record.conflict_set(&field.name).map_err(corrupt)?;
             if set.is_conflict() {
                 conflicts.push(set);
             }
@@ -494,7 +485,6 @@ impl Database {
                     source,
                 })?;
         }
-        state.row_bytes = state.tables.iter().map(Table::row_bytes).sum();
         if differing > 0 {
             tracing::warn!(
                 differing,

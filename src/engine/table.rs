@@ -68,6 +68,8 @@ pub(crate) struct Table {
     /// Slots with a manual conflict still open.
     open_conflicts: BTreeSet<u32>,
     live: usize,
+    /// Heap bytes of the visible rows.
+    row_bytes: usize,
     /// Bytes of record ids and of chunk references held by records.
     id_bytes: usize,
     chunk_refs: usize,
@@ -96,6 +98,7 @@ impl Table {
             by_seq: BTreeMap::new(),
             open_conflicts: BTreeSet::new(),
             live: 0,
+            row_bytes: 0,
             id_bytes: 0,
             chunk_refs: 0,
         })
@@ -210,6 +213,7 @@ impl Table {
     pub(crate) fn set_row(&mut self, slot: u32, row: Row, deleted: bool, open_conflict: bool) {
         let record = &mut self.records[slot as usize];
         let was_live = !record.deleted;
+        self.row_bytes = self.row_bytes + row.heap_bytes() - record.row.heap_bytes();
         let old_row = std::mem::replace(&mut record.row, row);
         record.deleted = deleted;
         let new_row = &self.records[slot as usize].row;
@@ -289,10 +293,7 @@ impl Table {
 
     /// Heap bytes of the visible rows.
     pub(crate) fn row_bytes(&self) -> usize {
-        self.records
-            .iter()
-            .map(|record| record.row.heap_bytes())
-            .sum()
+        self.row_bytes
     }
 
     /// Heap bytes of the indexes and the latest-change index.

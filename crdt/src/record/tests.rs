@@ -30,6 +30,8 @@ fn concurrent(field: &str, left: Value, right: Value) -> Record {
 #[test]
 fn concurrent_writes_keep_both_values_with_their_stamps() {
     let record = concurrent("status", Value::str("done"), Value::str("open"));
+    assert!(record.has_conflict("status"));
+    assert!(!record.has_conflict("title"));
     let conflict = record.conflict_set("status").expect("read");
     let summary: Vec<_> = conflict
         .candidates()
@@ -72,6 +74,7 @@ fn a_later_write_that_saw_the_conflict_settles_it() {
         .expect("write");
     let conflict = record.conflict_set("status").expect("read");
     assert!(!conflict.is_conflict());
+    assert!(!record.has_conflict("status"));
     assert_eq!(conflict.candidates()[0].value, Value::str("archived"));
 }
 

@@ -34,7 +34,6 @@ pub(super) struct State {
     pub(super) cache: DocCache,
     /// Saved bytes held by records or log entries, each chunk once.
     pub(super) document_bytes: usize,
-    pub(super) row_bytes: usize,
     pub(super) refused_for_memory: u64,
 }
 
@@ -86,11 +85,12 @@ impl State {
     pub(super) fn memory(&self) -> MemoryStats {
         let indexes = self.tables.iter().map(Table::index_bytes).sum();
         let records = self.tables.iter().map(Table::record_bytes).sum();
+        let rows = self.tables.iter().map(Table::row_bytes).sum();
         let change_log = self.log.len() * ENTRY_OVERHEAD_BYTES;
         let doc_cache = self.cache.estimated_bytes();
         let parts = [
             self.document_bytes,
-            self.row_bytes,
+            rows,
             records,
             indexes,
             change_log,
@@ -98,7 +98,7 @@ impl State {
         ];
         MemoryStats {
             documents: self.document_bytes,
-            rows: self.row_bytes,
+            rows,
             records,
             indexes,
             change_log,
@@ -160,30 +160,22 @@ impl State {
             Some(slot) => (self.load(table_id, slot)?, Some(slot)),
             None => (Record::new(self.actor.clone()), None),
         };
-        match slot {
-            Some(_) => self.commit(
-                Target {
-                    table: table_id,
-                    slot,
-                    id: &id,
-                },
-                record,
-                &meta,
-                Expected::Derived,
-                |record| record.revive(&edits, &meta),
-            ),
-            None => self.commit(
-                Target {
-                    table: table_id,
-                    slot,
-                    id: &id,
-                },
-                record,
-                &meta,
-                Expected::Row(predicted),
-                |record| record.write(&edits, &meta),
-            ),
-        }
+        // A revived record's older fields come back, so its row is derived.
+        let revive = slot.is_some();
+        let expected = if revive {
+            Expected::Derived
+        } else {
+            Expected::Row(predicted)
+        };
+        let target = Target {
+            table: table_id,
+            slot,
+            id: &id,
+        };
+        self.commit(target, record, &meta, expected, |record| match revive {
+            true => record.revive(&edits, &meta),
+            false => record.write(&edits, &meta),
+        })
     }
 
     pub(super) fn patch(
@@ -329,11 +321,7 @@ impl State {
             .schema
             .fields
             .iter()
-            .filter(|field| {
-                record
-                    .conflict_set(&field.name)
-                    .is_ok_and(|set| set.is_conflict())
-            })
+            .filter(|field| record.has_conflict(&field.name))
             .map(|field| field.name.clone())
             .collect()
     }
@@ -342,10 +330,11 @@ impl State {
         StampMeta::new(self.clock.tick(self.wall.now_ms()), origin.clone())
     }
 
-    /// A record's document: from the cache, or loaded from its saved bytes.
+    /// A record's document: from the cache, or loaded from its saved bytes. Every
+    /// cached document came through here or was created with the server's actor,
+    /// so it writes as that actor already.
     fn load(&mut self, table_id: u16, slot: u32) -> Result<Record, WriteError> {
-        if let Some(mut record) = self.cache.take(table_id, slot) {
-            record.set_actor(self.actor.clone());
+        if let Some(record) = self.cache.take(table_id, slot) {
             return Ok(record);
         }
         let table = &self.tables[usize::from(table_id)];
@@ -375,8 +364,9 @@ impl State {
             slot,
             id,
         } = target;
-        let table_name = self.tables[usize::from(table_id)].name().to_owned();
-        let change = write(&mut record).map_err(|source| record_error(&table_name, id, source))?;
+        let failed = |table: &Table, source| record_error(table.name(), id, source);
+        let change = write(&mut record)
+            .map_err(|source| failed(&self.tables[usize::from(table_id)], source))?;
         let Some(change) = change else {
             if let Some(slot) = slot {
                 self.cache.put(table_id, slot, record);
@@ -396,7 +386,7 @@ impl State {
             }
             Expected::Row(_) | Expected::Derived => table
                 .derive_row(&record)
-                .map_err(|source| record_error(&table_name, id, source))?,
+                .map_err(|source| failed(table, source))?,
             Expected::Deleted => (Row::new(Vec::new()), false),
         };
         let update = Update {
@@ -458,8 +448,6 @@ impl State {
         }
         self.compact_if_due(table_id, slot, &update.record);
         let table = &mut self.tables[usize::from(table_id)];
-        self.row_bytes =
-            self.row_bytes + update.row.heap_bytes() - table.record(slot).row.heap_bytes();
         table.set_row(slot, update.row, update.deleted, update.open_conflict);
         if let Some(seq) = seqs.last() {
             table.touch(slot, *seq);
