@@ -24,7 +24,9 @@ mod table;
 
 pub use changelog::CursorTooOld;
 pub use database::{
-    Database, EngineStats, LoggedChange, MemoryStats, MergeOutcome, SystemClock, WallClock,
+    Database, FullAccess, Payload, RowAccess, ScanRequest, ScanResult, ScannedRecord,
+    ScannedState, TableScope, EngineStats, LoggedChange, MemoryStats, MergeOutcome, PatchOutcome, SystemClock,
+    WallClock,
     WriteOutcome,
 };
 pub use error::{EngineError, ReadError, SchemaError, WriteError};

@@ -38,6 +38,12 @@ pub enum RecordError {
         "the changes depend on {missing} change(s) this record has not seen; send the earlier changes first"
     )]
     MissingDependencies { missing: usize },
+    #[error(
+        "the base version names change {head}, which this record does not have; pull the record and retry with its current version"
+    )]
+    UnknownHeads { head: String },
+    #[error("the record could not be written at its base version: {0}")]
+    WriteAt(String),
 }
 
 /// A policy description could not be turned into a policy.

@@ -21,7 +21,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{ActorId, Automerge, Change, ChangeHash, ObjId, ObjType, ROOT, ReadDoc};
+use automerge::{
+    ActorId, Automerge, Change, ChangeHash, ObjId, ObjType, PatchLog, ROOT, ReadDoc,
+};
 
 use crate::clock::{ClientId, Stamp};
 use crate::error::RecordError;
@@ -239,7 +241,34 @@ impl Record {
         edits: &[Edit],
         meta: &StampMeta,
     ) -> Result<Option<Change>, RecordError> {
-        self.commit(edits, None, meta)
+        self.commit(edits, None, meta, None)
+    }
+
+    /// Applies `edits` as one change made on the document as it was at `heads`, as
+    /// a replica that had seen only those changes would have made it: the change
+    /// is concurrent with every later change, so a field both touched keeps both
+    /// values for its policy to decide. With the current heads this is
+    /// [`Record::write`].
+    ///
+    /// # Errors
+    ///
+    /// [`RecordError::UnknownHeads`] when a head is not a change of this record,
+    /// and the errors of [`Record::write`].
+    pub fn write_at(
+        &mut self,
+        heads: &[ChangeHash],
+        edits: &[Edit],
+        meta: &StampMeta,
+    ) -> Result<Option<Change>, RecordError> {
+        if let Some(missing) = heads
+            .iter()
+            .find(|head| self.doc.get_change_by_hash(head).is_none())
+        {
+            return Err(RecordError::UnknownHeads {
+                head: missing.to_string(),
+            });
+        }
+        self.commit(edits, None, meta, Some(heads))
     }
 
     /// Writes the tombstone: the record is deleted for every replica that merges
@@ -249,7 +278,7 @@ impl Record {
     ///
     /// [`RecordError::Write`] when automerge refuses the operation.
     pub fn delete(&mut self, meta: &StampMeta) -> Result<Option<Change>, RecordError> {
-        self.commit(&[], Some(true), meta)
+        self.commit(&[], Some(true), meta, None)
     }
 
     /// Clears the tombstone and applies `edits` in the same change.
@@ -262,7 +291,7 @@ impl Record {
         edits: &[Edit],
         meta: &StampMeta,
     ) -> Result<Option<Change>, RecordError> {
-        self.commit(edits, Some(false), meta)
+        self.commit(edits, Some(false), meta, None)
     }
 
     fn commit(
@@ -270,13 +299,20 @@ impl Record {
         edits: &[Edit],
         tombstone: Option<bool>,
         meta: &StampMeta,
+        at: Option<&[ChangeHash]>,
     ) -> Result<Option<Change>, RecordError> {
         if let Some(edit) = edits.iter().find(|edit| edit.field().starts_with('_')) {
             return Err(RecordError::ReservedField {
                 field: edit.field().to_owned(),
             });
         }
-        let mut transaction = self.doc.transaction();
+        let mut transaction = match at {
+            None => self.doc.transaction(),
+            Some(heads) => self
+                .doc
+                .transaction_at(PatchLog::inactive(), heads)
+                .map_err(|error| RecordError::WriteAt(error.to_string()))?,
+        };
         let written = write_edits(&mut transaction, edits, tombstone);
         if let Err(error) = written {
             transaction.rollback();

@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mobilesyncdb_crdt::{
-    ActorId, Causality, Change, ClientId, ConflictSet, Edit, HybridClock, MergePolicy,
+    ActorId, Causality, Change, ChangeHash, ClientId, ConflictSet, Edit, HybridClock, MergePolicy,
     PolicyRegistry, Stamp, Value,
 };
 use tracing::info;
@@ -26,7 +26,13 @@ use crate::engine::row::Row;
 use crate::engine::table::{MAX_TABLES, Table};
 use crate::schema::{Fields, TableSchema};
 
+mod scan;
 mod state;
+
+pub use scan::{
+    FullAccess, Payload, RowAccess, ScanRequest, ScanResult, ScannedRecord, ScannedState,
+    TableScope,
+};
 
 use state::State;
 
@@ -73,6 +79,16 @@ pub struct MergeOutcome {
     /// state: a concurrent modification.
     pub causality: Causality,
     /// Fields that now hold concurrent values for their policy to decide.
+    pub conflicted_fields: Vec<String>,
+}
+
+/// What a patch made at a base version did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PatchOutcome {
+    pub write: WriteOutcome,
+    /// `Concurrent` when the record changed after the base version.
+    pub causality: Causality,
+    /// Patched fields that now hold concurrent values for their policy to decide.
     pub conflicted_fields: Vec<String>,
 }
 
@@ -224,7 +240,12 @@ impl Database {
         Ok(())
     }
 
-    /// The schema of every table, in creation order.
+    /// The schema of `table`, if it exists.
+    pub fn schema(&self, table: &str) -> Option<TableSchema> {
+        self.read().table(table).ok().map(|table| table.schema.clone())
+    }
+
+    /// Every table's schema, in creation order.
     pub fn schemas(&self) -> Vec<TableSchema> {
         self.read()
             .tables
@@ -261,6 +282,48 @@ impl Database {
         origin: &ClientId,
     ) -> Result<WriteOutcome, EngineError> {
         Ok(self.write().patch(table, id, edits, origin)?)
+    }
+
+    /// Applies field edits as a writer that had seen the record only up to `base`
+    /// (its heads then, as [`Database::heads`] gave them). When the record changed
+    /// since, the patch is a concurrent edit: conflicts are kept and resolved by
+    /// the fields' policies, exactly as if the writer had sent automerge changes.
+    ///
+    /// # Errors
+    ///
+    /// As [`Database::patch`], and [`WriteError::Record`] with `UnknownHeads` when
+    /// `base` names a change the record does not have.
+    pub fn patch_at(
+        &self,
+        table: &str,
+        id: &str,
+        edits: Vec<Edit>,
+        base: &[ChangeHash],
+        origin: &ClientId,
+    ) -> Result<PatchOutcome, EngineError> {
+        Ok(self.write().patch_at(table, id, edits, base, origin)?)
+    }
+
+    /// The heads of a record's document (its version), live or deleted.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::UnknownTable`], or `Corrupt` if the stored document cannot load.
+    pub fn heads(&self, table: &str, id: &str) -> Result<Option<Vec<ChangeHash>>, EngineError> {
+        let state = self.read();
+        let table_ref = state.table(table)?;
+        let Some(slot) = table_ref.slot_of(id) else {
+            return Ok(None);
+        };
+        let record = table_ref
+            .record(slot)
+            .load()
+            .map_err(|source| ReadError::Corrupt {
+                table: table.to_owned(),
+                record: id.to_owned(),
+                source,
+            })?;
+        Ok(Some(record.heads()))
     }
 
     /// Sets the given fields of an existing record (a patch of `Set` edits; a null

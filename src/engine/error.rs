@@ -179,3 +179,46 @@ pub enum EngineError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
 }
+
+impl WriteError {
+    /// A stable, machine-readable code for the refusal (sync results and HTTP
+    /// problem documents carry it).
+    pub fn code(&self) -> &'static str {
+        match self {
+            WriteError::UnknownTable { .. } => "unknown_table",
+            WriteError::UnknownField { .. } => "unknown_field",
+            WriteError::TypeMismatch { .. } => "type_mismatch",
+            WriteError::MissingRequired { .. } => "missing_required",
+            WriteError::MissingPrimaryKey { .. } => "missing_primary_key",
+            WriteError::PrimaryKeyChange { .. } => "primary_key_change",
+            WriteError::NotACounter { .. } => "not_a_counter",
+            WriteError::NotFound { .. } => "not_found",
+            WriteError::AlreadyExists { .. } => "already_exists",
+            WriteError::UniqueViolation { .. } => "unique_violation",
+            WriteError::RecordTooLarge { .. } => "record_too_large",
+            WriteError::MemoryLimit { .. } => "memory_limit",
+            WriteError::ClockSkew { .. } => "clock_skew",
+            WriteError::Record { source, .. } => match source {
+                RecordError::MissingDependencies { .. } => "missing_dependencies",
+                RecordError::UnknownHeads { .. } => "unknown_base",
+                RecordError::ReservedField { .. } => "reserved_field",
+                _ => "invalid_change",
+            },
+        }
+    }
+}
+
+impl EngineError {
+    /// A stable, machine-readable code for the error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            EngineError::Write(error) => error.code(),
+            EngineError::Read(ReadError::UnknownTable { .. }) => "unknown_table",
+            EngineError::Read(ReadError::Query(_)) => "bad_query",
+            EngineError::Read(ReadError::CursorTooOld(_)) => "cursor_too_old",
+            EngineError::Read(ReadError::Corrupt { .. }) => "corrupt_record",
+            EngineError::Schema(_) => "bad_schema",
+            EngineError::Config(_) => "bad_config",
+        }
+    }
+}

@@ -380,3 +380,31 @@ pub(crate) fn execute(source: &impl RowSource, query: &Query) -> Result<QueryRes
 pub(crate) fn explain(source: &impl RowSource, query: &Query) -> Result<Plan, QueryError> {
     prepare(source, query).map(|prepared| prepared.plan())
 }
+
+/// Filters compiled against a table's schema, to test rows one at a time (sync
+/// scopes use it to decide which changed rows a client replicates).
+#[derive(Debug, Default)]
+pub(crate) struct RowFilter {
+    checks: Vec<plan::Check>,
+}
+
+impl RowFilter {
+    /// # Errors
+    ///
+    /// A [`QueryError`] for an unknown field or a mistyped operand.
+    pub(crate) fn compile(schema: &TableSchema, filters: &[Filter]) -> Result<RowFilter, QueryError> {
+        let checks = filters
+            .iter()
+            .map(|filter| plan::compile(schema, filter))
+            .collect::<Result<_, _>>()?;
+        Ok(RowFilter { checks })
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.checks.is_empty()
+    }
+
+    pub(crate) fn matches(&self, row: &Row) -> bool {
+        self.checks.iter().all(|check| check.matches(row))
+    }
+}

@@ -30,26 +30,39 @@ pub(crate) const MAX_TABLES: usize = 4_096;
 #[derive(Debug)]
 pub(crate) struct StoredRecord {
     pub(crate) id: Box<str>,
-    /// Automerge storage chunks (change chunks or a saved document), in order.
-    pub(crate) chunks: Vec<Chunk>,
+    /// Automerge storage chunks (change chunks or a saved document), in order,
+    /// each with the sequence number of the latest change it holds: sync sends a
+    /// client only the chunks newer than its cursor.
+    pub(crate) chunks: Vec<StoredChunk>,
     pub(crate) row: Row,
     pub(crate) latest_seq: u64,
     pub(crate) deleted: bool,
 }
 
+/// One storage chunk of a record and the sequence number of its latest change.
+#[derive(Debug)]
+pub(crate) struct StoredChunk {
+    pub(crate) seq: u64,
+    pub(crate) bytes: Chunk,
+}
+
 impl StoredRecord {
     /// The document's bytes: the chunks concatenated, which automerge loads as one.
     pub(crate) fn saved_bytes(&self) -> Vec<u8> {
-        self.chunks.concat()
+        let mut bytes = Vec::with_capacity(self.saved_len());
+        for chunk in &self.chunks {
+            bytes.extend_from_slice(&chunk.bytes);
+        }
+        bytes
     }
 
     pub(crate) fn saved_len(&self) -> usize {
-        self.chunks.iter().map(|chunk| chunk.len()).sum()
+        self.chunks.iter().map(|chunk| chunk.bytes.len()).sum()
     }
 
     pub(crate) fn load(&self) -> Result<Record, RecordError> {
         match self.chunks.as_slice() {
-            [only] => Record::load(only),
+            [only] => Record::load(&only.bytes),
             _ => Record::load(&self.saved_bytes()),
         }
     }
@@ -145,15 +158,19 @@ impl Table {
 
     /// Appends a storage chunk to a record, with no spare capacity: most records
     /// hold one or two chunks.
-    pub(crate) fn push_chunk(&mut self, slot: u32, chunk: Chunk) {
+    pub(crate) fn push_chunk(&mut self, slot: u32, seq: u64, bytes: Chunk) {
         let chunks = &mut self.records[slot as usize].chunks;
         chunks.reserve_exact(1);
-        chunks.push(chunk);
+        chunks.push(StoredChunk { seq, bytes });
         self.chunk_refs += 1;
     }
 
     /// Replaces a record's chunks, returning the old ones.
-    pub(crate) fn replace_chunks(&mut self, slot: u32, chunks: Vec<Chunk>) -> Vec<Chunk> {
+    pub(crate) fn replace_chunks(
+        &mut self,
+        slot: u32,
+        chunks: Vec<StoredChunk>,
+    ) -> Vec<StoredChunk> {
         self.chunk_refs += chunks.len();
         let old = std::mem::replace(&mut self.records[slot as usize].chunks, chunks);
         self.chunk_refs -= old.len();
@@ -306,7 +323,7 @@ impl Table {
     pub(crate) fn record_bytes(&self) -> usize {
         self.records.capacity() * std::mem::size_of::<StoredRecord>()
             + self.id_bytes
-            + self.chunk_refs * std::mem::size_of::<Chunk>()
+            + self.chunk_refs * std::mem::size_of::<StoredChunk>()
             + self.ids.capacity() * (std::mem::size_of::<u32>() + 1)
     }
 

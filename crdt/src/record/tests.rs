@@ -329,3 +329,37 @@ fn changes_with_missing_dependencies_wait() {
         Value::Int(2)
     );
 }
+
+#[test]
+fn a_write_at_old_heads_is_concurrent_with_later_writes() {
+    let mut record = Record::new(actor("server"));
+    record
+        .write(&[Edit::set("title", "draft")], &meta(1, "server"))
+        .expect("create");
+    let base = record.heads();
+    record
+        .write(&[Edit::set("title", "final")], &meta(2, "tablet"))
+        .expect("later write");
+    record
+        .write_at(&base, &[Edit::set("title", "edited offline")], &meta(3, "phone"))
+        .expect("write at base");
+    assert!(record.has_conflict("title"));
+    let shown = record.resolve("title", &LastWriterWins).expect("resolve");
+    assert_eq!(shown.value, Value::str("edited offline"));
+}
+
+#[test]
+fn a_write_at_unknown_heads_is_refused_and_changes_nothing() {
+    let mut record = Record::new(actor("server"));
+    record
+        .write(&[Edit::set("title", "draft")], &meta(1, "server"))
+        .expect("create");
+    let mut other = Record::new(actor("other"));
+    other
+        .write(&[Edit::set("title", "x")], &meta(1, "other"))
+        .expect("other");
+    let heads = record.heads();
+    let refused = record.write_at(&other.heads(), &[Edit::set("title", "y")], &meta(2, "p"));
+    assert!(matches!(refused, Err(RecordError::UnknownHeads { .. })));
+    assert_eq!(record.heads(), heads);
+}

@@ -6,19 +6,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use mobilesyncdb_crdt::{
-    ActorId, Causality, Change, ClientId, Edit, HybridClock, PolicyRegistry, Record, Stamp,
+    ActorId, Causality, Change, ChangeHash, ClientId, Edit, HybridClock, PolicyRegistry, Record, Stamp,
     StampMeta, Value,
 };
 use tracing::{debug, info, warn};
 
-use super::{LoggedChange, MemoryStats, MergeOutcome, WallClock, WriteOutcome};
+use super::{LoggedChange, MemoryStats, MergeOutcome, PatchOutcome, WallClock, WriteOutcome};
 use crate::config::EngineConfig;
 use crate::engine::cache::DocCache;
 use crate::engine::changelog::{ChangeLog, Chunk, ENTRY_OVERHEAD_BYTES, LogEntry};
 use crate::engine::error::{ReadError, WriteError};
 use crate::engine::query::Query;
 use crate::engine::row::Row;
-use crate::engine::table::{StoredRecord, Table};
+use crate::engine::table::{StoredChunk, StoredRecord, Table};
 use crate::schema::Fields;
 
 #[derive(Debug)]
@@ -201,6 +201,53 @@ impl State {
             Expected::Row(predicted),
             |record| record.write(&edits, &meta),
         )
+    }
+
+    /// A patch made on the record as it was at `base` (the heads the writer had
+    /// seen): concurrent with everything the record gained since, so fields both
+    /// touched keep every value for their policy to decide.
+    pub(super) fn patch_at(
+        &mut self,
+        table: &str,
+        id: &str,
+        edits: Vec<Edit>,
+        base: &[ChangeHash],
+        origin: &ClientId,
+    ) -> Result<PatchOutcome, WriteError> {
+        let table_id = self.table_id(table)?;
+        let target = &self.tables[usize::from(table_id)];
+        let slot = live_slot(target, id)?;
+        let edits = target.prepare_patch(id, edits)?;
+        self.ensure_memory(ENTRY_OVERHEAD_BYTES + 1024)?;
+        let meta = self.stamp(origin);
+        let record = self.load(table_id, slot)?;
+        let causality = if record.heads() == base {
+            Causality::After
+        } else {
+            Causality::Concurrent
+        };
+        let mut conflicted_fields = Vec::new();
+        let write = self.commit(
+            Target::existing(table_id, slot, id),
+            record,
+            &meta,
+            Expected::Derived,
+            |record| {
+                let change = record.write_at(base, &edits, &meta)?;
+                conflicted_fields = edits
+                    .iter()
+                    .map(Edit::field)
+                    .filter(|field| record.has_conflict(field))
+                    .map(str::to_owned)
+                    .collect();
+                Ok(change)
+            },
+        )?;
+        Ok(PatchOutcome {
+            write,
+            causality,
+            conflicted_fields,
+        })
     }
 
     pub(super) fn delete(
@@ -443,7 +490,7 @@ impl State {
                 change: bytes.clone(),
             };
             self.log.push(entry);
-            self.tables[usize::from(table_id)].push_chunk(slot, bytes);
+            self.tables[usize::from(table_id)].push_chunk(slot, seq, bytes);
             seqs.push(seq);
         }
         self.compact_if_due(table_id, slot, &update.record);
@@ -466,9 +513,10 @@ impl State {
         }
         let saved: Chunk = record.save().into();
         self.document_bytes += chunk_cost(&saved);
-        let old = table.replace_chunks(slot, vec![saved]);
+        let seq = table.record(slot).chunks.last().map_or(0, |chunk| chunk.seq);
+        let old = table.replace_chunks(slot, vec![StoredChunk { seq, bytes: saved }]);
         for chunk in old {
-            release(chunk, &mut self.document_bytes);
+            release(chunk.bytes, &mut self.document_bytes);
         }
     }
 

@@ -56,7 +56,7 @@ fn resolve(schema: &TableSchema, field: &str) -> Result<(usize, FieldType), Quer
         })
 }
 
-fn compile(schema: &TableSchema, filter: &Filter) -> Result<Check, QueryError> {
+pub(super) fn compile(schema: &TableSchema, filter: &Filter) -> Result<Check, QueryError> {
     let (position, kind) = resolve(schema, &filter.field)?;
     let fit = |value: &Value| {
         kind.check(value.clone())

@@ -1,0 +1,332 @@
+//! Listing what changed after a cursor, record by record: what sync pulls.
+//!
+//! A scan walks the latest-change index of every table in scope together, in
+//! sequence order, so it costs time in proportion to the records that changed, not
+//! to the table sizes. Each changed record appears once, with its latest sequence
+//! number, the storage chunks newer than the cursor (or its whole document when
+//! the caller cannot have its earlier chunks), and its visible row.
+
+use mobilesyncdb_crdt::Record;
+
+use super::Database;
+use crate::engine::error::{EngineError, ReadError};
+use crate::engine::query::{Filter, RowFilter};
+use crate::engine::row::Row;
+use crate::engine::table::{StoredRecord, Table};
+
+/// One table a client replicates, optionally narrowed by filters on its rows
+/// (partial replication).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TableScope {
+    pub table: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<Filter>,
+}
+
+impl TableScope {
+    /// The whole table.
+    pub fn all(table: impl Into<String>) -> TableScope {
+        TableScope {
+            table: table.into(),
+            filters: Vec::new(),
+        }
+    }
+}
+
+/// Decides which rows a caller may see. Sync applies it to every row of every
+/// batch, beside the scope's own filters, so nothing outside it is ever sent.
+pub trait RowAccess: Send + Sync + std::fmt::Debug {
+    /// True when the caller may see this row of `table` (for a deleted record, the
+    /// row it had when it was deleted).
+    fn admits(&self, table: &str, row: &Row) -> bool;
+
+    /// True when every row of `table` is admitted, so deleted records need no
+    /// look at their last row.
+    fn admits_all(&self, table: &str) -> bool;
+}
+
+/// Every row is visible: an embedded or administrative caller.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FullAccess;
+
+impl RowAccess for FullAccess {
+    fn admits(&self, _table: &str, _row: &Row) -> bool {
+        true
+    }
+
+    fn admits_all(&self, _table: &str) -> bool {
+        true
+    }
+}
+
+/// What to list.
+#[derive(Debug)]
+pub struct ScanRequest<'a> {
+    pub scopes: &'a [TableScope],
+    /// List records whose latest change is after this sequence number.
+    pub cursor: u64,
+    /// Records to send whole regardless of the cursor (`scope` index, id): a client
+    /// that received changes for a record it does not hold asks for it this way.
+    pub fetch: &'a [(usize, String)],
+    /// At most this many records, beyond the fetched ones.
+    pub max_records: usize,
+    /// Stop after the record that reaches this many bytes (payload and row);
+    /// at least one record is always listed.
+    pub max_bytes: usize,
+    pub access: &'a dyn RowAccess,
+}
+
+/// The automerge storage bytes a client adds to its copy of a record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Payload {
+    /// Storage chunks, oldest first: change chunks, or a saved document first.
+    pub chunks: Vec<Vec<u8>>,
+    /// True when the chunks are the whole document, so a client that has no
+    /// local edits on the record may replace its copy by them; otherwise they
+    /// are the changes after the cursor, to append.
+    pub whole: bool,
+}
+
+impl Payload {
+    pub fn len(&self) -> usize {
+        self.chunks.iter().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+}
+
+/// What became of a changed record, from the caller's point of view.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ScannedState {
+    /// Live and in scope. `new` is true when the record's first change is after
+    /// the cursor (or it was fetched): the caller cannot hold it yet.
+    Live {
+        payload: Payload,
+        row: Row,
+        new: bool,
+    },
+    /// Deleted; the payload carries the tombstone.
+    Deleted { payload: Payload },
+    /// Changed, but outside the caller's scope or access now: drop any copy.
+    Left,
+}
+
+/// One changed record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScannedRecord {
+    /// Index into [`ScanRequest::scopes`].
+    pub scope: usize,
+    pub id: String,
+    /// The sequence number of the record's latest change.
+    pub seq: u64,
+    pub state: ScannedState,
+}
+
+/// A scan's answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScanResult {
+    pub records: Vec<ScannedRecord>,
+    /// Resume here: every change up to it was listed or is out of scope.
+    pub next_cursor: u64,
+    pub has_more: bool,
+    /// The oldest cursor the change log still serves change by change.
+    pub horizon: u64,
+    pub latest_seq: u64,
+}
+
+/// A scope resolved against its table.
+struct Resolved<'t> {
+    table: &'t Table,
+    filter: RowFilter,
+    /// True when some rows of the table are not sent: filters or access rules.
+    restricted: bool,
+}
+
+impl Database {
+    /// Lists the records of `request.scopes` changed after `request.cursor`, oldest
+    /// change first, within the record and byte bounds.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::UnknownTable`], [`ReadError::Query`] for a filter that does not
+    /// fit its table, or `Corrupt` for a document that cannot be read.
+    pub fn scan_changes(&self, request: &ScanRequest<'_>) -> Result<ScanResult, EngineError> {
+        let state = self.read();
+        let resolved = request
+            .scopes
+            .iter()
+            .map(|scope| {
+                let table = state.table(&scope.table)?;
+                let filter =
+                    RowFilter::compile(&table.schema, &scope.filters).map_err(ReadError::from)?;
+                let restricted = !filter.is_empty() || !request.access.admits_all(&scope.table);
+                Ok(Resolved {
+                    table,
+                    filter,
+                    restricted,
+                })
+            })
+            .collect::<Result<Vec<_>, ReadError>>()?;
+        let mut scan = Scanner {
+            request,
+            resolved: &resolved,
+            records: Vec::new(),
+            bytes: 0,
+        };
+        scan.fetch()?;
+        let (next_cursor, has_more) = scan.walk(state.log.latest_seq())?;
+        Ok(ScanResult {
+            records: scan.records,
+            next_cursor,
+            has_more,
+            horizon: state.log.horizon(),
+            latest_seq: state.log.latest_seq(),
+        })
+    }
+}
+
+struct Scanner<'r, 't> {
+    request: &'r ScanRequest<'r>,
+    resolved: &'r [Resolved<'t>],
+    records: Vec<ScannedRecord>,
+    bytes: usize,
+}
+
+impl Scanner<'_, '_> {
+    fn fetch(&mut self) -> Result<(), ReadError> {
+        for (scope, id) in self.request.fetch {
+            let Some(resolved) = self.resolved.get(*scope) else {
+                continue;
+            };
+            if let Some(slot) = resolved.table.slot_of(id) {
+                let stored = resolved.table.record(slot);
+                let state = self.state_of(*scope, stored, true)?;
+                self.push(*scope, stored, state);
+            }
+        }
+        Ok(())
+    }
+
+    /// Walks every scope's latest-change index together, in sequence order.
+    /// Returns the next cursor and whether more records wait.
+    fn walk(&mut self, latest_seq: u64) -> Result<(u64, bool), ReadError> {
+        let cursor = self.request.cursor;
+        let mut walkers: Vec<_> = self
+            .resolved
+            .iter()
+            .map(|resolved| resolved.table.changed_after(cursor).peekable())
+            .collect();
+        let mut listed = 0;
+        let mut last_seq = cursor;
+        loop {
+            let next = walkers
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(scope, walker)| walker.peek().map(|(seq, _)| (*seq, scope)))
+                .min();
+            let Some((seq, scope)) = next else {
+                return Ok((latest_seq.max(cursor), false));
+            };
+            if listed >= self.request.max_records || self.full() {
+                return Ok((last_seq, true));
+            }
+            let Some((_, slot)) = walkers[scope].next() else {
+                continue;
+            };
+            last_seq = seq;
+            let stored = self.resolved[scope].table.record(slot);
+            let state = self.state_of(scope, stored, false)?;
+            if let Some(state) = state {
+                self.push(scope, stored, Some(state));
+                listed += 1;
+            }
+        }
+    }
+
+    fn full(&self) -> bool {
+        !self.records.is_empty() && self.bytes >= self.request.max_bytes
+    }
+
+    fn push(&mut self, scope: usize, stored: &StoredRecord, state: Option<ScannedState>) {
+        let Some(state) = state else {
+            return;
+        };
+        self.bytes += stored.id.len()
+            + match &state {
+                ScannedState::Live { payload, row, .. } => payload.len() + row.heap_bytes(),
+                ScannedState::Deleted { payload } => payload.len(),
+                ScannedState::Left => 0,
+            };
+        self.records.push(ScannedRecord {
+            scope,
+            id: stored.id.to_string(),
+            seq: stored.latest_seq,
+            state,
+        });
+    }
+
+    /// What the caller gets of a changed record, or `None` when it gets nothing
+    /// (a record it never held and may not see).
+    fn state_of(
+        &self,
+        scope: usize,
+        stored: &StoredRecord,
+        fetched: bool,
+    ) -> Result<Option<ScannedState>, ReadError> {
+        let resolved = &self.resolved[scope];
+        let cursor = self.request.cursor;
+        let first_seq = stored.chunks.first().map_or(0, |chunk| chunk.seq);
+        let new = fetched || first_seq > cursor;
+        if !self.visible(resolved, stored)? {
+            return Ok((!new).then_some(ScannedState::Left));
+        }
+        // In a restricted scope a record may enter the scope long after its first
+        // change; a client sent changes for a record it does not hold asks for it
+        // whole through `fetch`.
+        let payload = payload(stored, if new { 0 } else { cursor });
+        Ok(Some(if stored.deleted {
+            ScannedState::Deleted { payload }
+        } else {
+            ScannedState::Live {
+                payload,
+                row: stored.row.clone(),
+                new,
+            }
+        }))
+    }
+
+    /// Whether the caller may see the record: its live row, or for a deleted
+    /// record in a restricted scope the row it had before the tombstone.
+    fn visible(&self, resolved: &Resolved<'_>, stored: &StoredRecord) -> Result<bool, ReadError> {
+        let name = resolved.table.name();
+        if !resolved.restricted {
+            return Ok(true);
+        }
+        if !stored.deleted {
+            return Ok(resolved.filter.matches(&stored.row)
+                && self.request.access.admits(name, &stored.row));
+        }
+        let corrupt = |source| ReadError::Corrupt {
+            table: name.to_owned(),
+            record: stored.id.to_string(),
+            source,
+        };
+        let record: Record = stored.load().map_err(corrupt)?;
+        let (row, _) = resolved.table.derive_row(&record).map_err(corrupt)?;
+        Ok(resolved.filter.matches(&row) && self.request.access.admits(name, &row))
+    }
+}
+
+/// The chunks of `stored` newer than `cursor` (all of them for cursor 0).
+fn payload(stored: &StoredRecord, cursor: u64) -> Payload {
+    let whole = stored.chunks.first().is_none_or(|chunk| chunk.seq > cursor);
+    let chunks = stored
+        .chunks
+        .iter()
+        .filter(|chunk| whole || chunk.seq > cursor)
+        .map(|chunk| chunk.bytes.to_vec())
+        .collect();
+    Payload { chunks, whole }
+}
