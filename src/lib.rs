@@ -8,7 +8,9 @@
 //! - [`schema`]: typed table schemas and JSON conversion of values.
 //! - [`config`]: every bound the engine enforces, with its default.
 //! - [`dataset`]: a seeded generator of typical mobile app data for benchmarks.
+//! - [`compress`]: the column compression engine sync batches are encoded with.
 
+pub mod compress;
 pub mod config;
 pub mod dataset;
 pub mod engine;
