@@ -71,6 +71,73 @@ impl Default for EngineConfig {
     }
 }
 
+/// The sync protocol's settings: sessions, batch bounds, message sizes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncConfig {
+    /// The most sync sessions kept (default 100,000). When full, the session
+    /// contacted longest ago is dropped: its device only loses the memory of its
+    /// recent operation ids, since the client holds its own cursor.
+    pub max_sessions: usize,
+    /// A session not contacted for this long is dropped (default 30 days).
+    #[serde(with = "duration_secs")]
+    pub session_idle: Duration,
+    /// Records per pull batch when the client asks for no bound (default 2,000).
+    pub batch_records: usize,
+    /// The most records a client may ask for in one batch (default 10,000).
+    pub max_batch_records: usize,
+    /// Bytes per batch (payloads and rows before compression) when the client asks
+    /// for no bound (default 1 MiB).
+    pub batch_bytes: usize,
+    /// The most bytes a client may ask for in one batch (default 8 MiB).
+    pub max_batch_bytes: usize,
+    /// The largest message accepted or decoded, in bytes, after decompression
+    /// (default 64 MiB).
+    pub max_message_bytes: usize,
+    /// The most operations in one push (default 1,000).
+    pub max_push_ops: usize,
+    /// How many operation ids each session remembers for idempotent retries
+    /// (default 4,096).
+    pub remembered_ops: usize,
+    /// The compression level of batches when the client names none (default balanced).
+    pub compression: crate::compress::Level,
+}
+
+impl Default for SyncConfig {
+    fn default() -> SyncConfig {
+        SyncConfig {
+            max_sessions: 100_000,
+            session_idle: Duration::from_secs(30 * 24 * 3600),
+            batch_records: 2_000,
+            max_batch_records: 10_000,
+            batch_bytes: 1 << 20,
+            max_batch_bytes: 8 << 20,
+            max_message_bytes: 64 << 20,
+            max_push_ops: 1_000,
+            remembered_ops: 4_096,
+            compression: crate::compress::Level::Balanced,
+        }
+    }
+}
+
+impl SyncConfig {
+    /// Checks every setting.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming the first setting out of range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        at_least("sync.max_sessions", self.max_sessions as u64, 1)?;
+        at_least("sync.batch_records", self.batch_records as u64, 1)?;
+        at_least("sync.max_batch_records", self.max_batch_records as u64, 1)?;
+        at_least("sync.batch_bytes", self.batch_bytes as u64, 1 << 10)?;
+        at_least("sync.max_batch_bytes", self.max_batch_bytes as u64, 1 << 10)?;
+        at_least("sync.max_message_bytes", self.max_message_bytes as u64, 1 << 16)?;
+        at_least("sync.max_push_ops", self.max_push_ops as u64, 1)?;
+        Ok(())
+    }
+}
+
 /// A setting out of its range.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -8,6 +8,7 @@
 //! - [`schema`]: typed table schemas and JSON conversion of values.
 //! - [`config`]: every bound the engine enforces, with its default.
 //! - [`dataset`]: a seeded generator of typical mobile app data for benchmarks.
+//! - [`sync`]: the differential sync protocol: sessions, pulls, pushes, the wire format.
 //! - [`compress`]: the column compression engine sync batches are encoded with.
 
 pub mod compress;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod dataset;
 pub mod engine;
 pub mod schema;
+pub mod sync;
 
 pub use mobilesyncdb_crdt as crdt;
 

@@ -1,0 +1,595 @@
+//! The server side of the protocol: pulls, pushes and acknowledgements against a
+//! database.
+//!
+//! Every method is synchronous and CPU-bound (scanning, encoding, merging): async
+//! callers run them on a blocking thread.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use mobilesyncdb_crdt::{Causality, Change, ChangeHash, ClientId, Edit, Value};
+use tracing::{debug, warn};
+
+use crate::compress::{CompressionStats, Compressor, StatsSnapshot};
+use crate::config::SyncConfig;
+use crate::engine::{
+    Database, EngineError, Filter, FilterOp, FullAccess, RowAccess, ScanRequest, ScannedRecord,
+    SystemClock, TableScope, WallClock,
+};
+use crate::schema::{Fields, TableSchema};
+use crate::sync::batch::{self, BatchBody};
+use crate::sync::message::{
+    AckRequest, AckResult, ErrorBody, OpResult, OpStatus, PullRequest, PushOp, PushRequest,
+    PushResult, WireFilter, WireScope,
+};
+use crate::sync::session::{SessionInfo, Sessions};
+use crate::sync::wire::{self, MessageKind, WireError};
+
+/// A request the server refuses as a whole.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("the request names no device; every request carries the device's stable id")]
+    NoDevice,
+    #[error("the pull names no table; list the tables to replicate")]
+    NoTables,
+    #[error("table `{table}` does not exist")]
+    UnknownTable { table: String },
+    #[error("filter on `{table}`.`{field}` is invalid: {problem}")]
+    BadFilter {
+        table: String,
+        field: String,
+        problem: String,
+    },
+    #[error("a push holds at most {limit} operations, got {count}; split it")]
+    TooManyOps { count: usize, limit: usize },
+    #[error("cursor {cursor} is ahead of the server's latest change {latest}; it was not served by this server")]
+    CursorAhead { cursor: u64, latest: u64 },
+    #[error("the checksum {found:08x} does not match the batch served up to cursor {cursor} ({served:08x}); pull again from the last stored cursor")]
+    ChecksumMismatch { cursor: u64, found: u32, served: u32 },
+    #[error("a {kind:?} message is not a request")]
+    NotARequest { kind: MessageKind },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl SyncError {
+    /// A stable, machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SyncError::Wire(WireError::Checksum { .. }) => "corrupt_message",
+            SyncError::Wire(WireError::TooLarge { .. }) => "message_too_large",
+            SyncError::Wire(WireError::UnknownVersion { .. }) => "unsupported_version",
+            SyncError::Wire(_) => "bad_message",
+            SyncError::NoDevice => "no_device",
+            SyncError::NoTables => "no_tables",
+            SyncError::UnknownTable { .. } => "unknown_table",
+            SyncError::BadFilter { .. } => "bad_filter",
+            SyncError::TooManyOps { .. } => "too_many_ops",
+            SyncError::CursorAhead { .. } => "cursor_ahead",
+            SyncError::ChecksumMismatch { .. } => "checksum_mismatch",
+            SyncError::NotARequest { .. } => "not_a_request",
+            SyncError::Engine(error) => error.code(),
+        }
+    }
+}
+
+/// Answers sync protocol messages for one database. Clone it freely.
+#[derive(Clone, Debug)]
+pub struct SyncServer {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Database,
+    config: SyncConfig,
+    /// Held only for a session lookup or update, never across encoding.
+    sessions: Mutex<Sessions>,
+    stats: Arc<CompressionStats>,
+    wall: Arc<dyn WallClock>,
+}
+
+/// A pull's answer: the encoded batch and what it holds.
+#[derive(Clone, Debug)]
+pub struct EncodedBatch {
+    pub message: Vec<u8>,
+    pub checksum: u32,
+    pub records: usize,
+    pub next_cursor: u64,
+    pub has_more: bool,
+}
+
+impl SyncServer {
+    /// A sync server for `db`.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::config::ConfigError`] for a setting out of range.
+    pub fn new(db: Database, config: SyncConfig) -> Result<SyncServer, crate::config::ConfigError> {
+        SyncServer::with_clock(db, config, Arc::new(SystemClock))
+    }
+
+    /// A sync server whose session times come from `wall` (tests use a manual clock).
+    ///
+    /// # Errors
+    ///
+    /// As [`SyncServer::new`].
+    pub fn with_clock(
+        db: Database,
+        config: SyncConfig,
+        wall: Arc<dyn WallClock>,
+    ) -> Result<SyncServer, crate::config::ConfigError> {
+        config.validate()?;
+        let sessions = Sessions::new(
+            config.max_sessions,
+            config.session_idle,
+            config.remembered_ops,
+        );
+        Ok(SyncServer {
+            inner: Arc::new(Inner {
+                db,
+                config,
+                sessions: Mutex::new(sessions),
+                stats: Arc::new(CompressionStats::default()),
+                wall,
+            }),
+        })
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.inner.db
+    }
+
+    pub fn config(&self) -> &SyncConfig {
+        &self.inner.config
+    }
+
+    /// Bytes in and out and time spent per kind of data, since start.
+    pub fn compression_stats(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+
+    /// Every live session.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        self.sessions_lock().list()
+    }
+
+    /// Answers one protocol message with full access to every row.
+    pub fn handle(&self, request: &[u8]) -> Vec<u8> {
+        self.handle_as(&FullAccess, request)
+    }
+
+    /// Answers one protocol message; `access` decides which rows the caller sees.
+    /// A refused request is answered with an error message; nothing of it applied.
+    pub fn handle_as(&self, access: &dyn RowAccess, request: &[u8]) -> Vec<u8> {
+        match self.dispatch(access, request) {
+            Ok(answer) => answer,
+            Err(error) => {
+                debug!(code = error.code(), %error, "sync request refused");
+                let body = ErrorBody {
+                    code: error.code().to_owned(),
+                    message: error.to_string(),
+                };
+                wire::seal_value(MessageKind::Error, &body, false)
+            }
+        }
+    }
+
+    fn dispatch(&self, access: &dyn RowAccess, request: &[u8]) -> Result<Vec<u8>, SyncError> {
+        let limit = self.inner.config.max_message_bytes;
+        let opened = wire::open(request, limit)?;
+        let body = |kind| {
+            move |error: rmp_serde::decode::Error| WireError::Body {
+                kind,
+                message: error.to_string(),
+            }
+        };
+        match opened.kind {
+            MessageKind::PullRequest => {
+                let pull: PullRequest = rmp_serde::from_slice(&opened.body)
+                    .map_err(body(MessageKind::PullRequest))?;
+                Ok(self.pull(access, &pull)?.message)
+            }
+            MessageKind::PushRequest => {
+                let push: PushRequest = rmp_serde::from_slice(&opened.body)
+                    .map_err(body(MessageKind::PushRequest))?;
+                let result = self.push(push)?;
+                Ok(wire::seal_value(MessageKind::PushResult, &result, false))
+            }
+            MessageKind::AckRequest => {
+                let ack: AckRequest = rmp_serde::from_slice(&opened.body)
+                    .map_err(body(MessageKind::AckRequest))?;
+                let result = self.ack(&ack)?;
+                Ok(wire::seal_value(MessageKind::AckResult, &result, false))
+            }
+            kind => Err(SyncError::NotARequest { kind }),
+        }
+    }
+
+    /// Builds the next batch for a pull. Pulling with a cursor acknowledges it.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError`] for a request without device or tables, an unknown table, a
+    /// bad filter, or a cursor this server never served.
+    pub fn pull(&self, access: &dyn RowAccess, request: &PullRequest) -> Result<EncodedBatch, SyncError> {
+        let started = Instant::now();
+        if request.device.is_empty() {
+            return Err(SyncError::NoDevice);
+        }
+        if request.tables.is_empty() {
+            return Err(SyncError::NoTables);
+        }
+        let db = &self.inner.db;
+        let schemas: Vec<TableSchema> = request
+            .tables
+            .iter()
+            .map(|scope| schema_of(db, &scope.table))
+            .collect::<Result<_, _>>()?;
+        let scopes: Vec<TableScope> = request
+            .tables
+            .iter()
+            .zip(&schemas)
+            .map(|(scope, schema)| table_scope(scope, schema))
+            .collect::<Result<_, _>>()?;
+        let latest = db.latest_seq();
+        if request.cursor > latest {
+            return Err(SyncError::CursorAhead {
+                cursor: request.cursor,
+                latest,
+            });
+        }
+        self.note_pull(request);
+        let fetch: Vec<(usize, String)> = request
+            .fetch
+            .iter()
+            .filter_map(|wanted| {
+                let scope = scopes.iter().position(|scope| scope.table == wanted.table)?;
+                Some((scope, wanted.id.clone()))
+            })
+            .collect();
+        let config = &self.inner.config;
+        let bound = |asked: Option<u32>, default: usize, max: usize| {
+            asked.map_or(default, |asked| (asked as usize).clamp(1, max))
+        };
+        let scan = db.scan_changes(&ScanRequest {
+            scopes: &scopes,
+            cursor: request.cursor,
+            fetch: &fetch,
+            max_records: bound(request.max_records, config.batch_records, config.max_batch_records),
+            max_bytes: bound(request.max_bytes, config.batch_bytes, config.max_batch_bytes),
+            access,
+        })?;
+        let level = request.level.unwrap_or(config.compression);
+        let compressor = Compressor::new(level, Arc::clone(&self.inner.stats));
+        let tables = (0..scopes.len())
+            .filter_map(|scope| {
+                let records: Vec<&ScannedRecord> =
+                    scan.records.iter().filter(|record| record.scope == scope).collect();
+                (!records.is_empty())
+                    .then(|| batch::table_body(&schemas[scope], &records, &compressor))
+            })
+            .collect();
+        let body = BatchBody {
+            from: request.cursor,
+            next: scan.next_cursor,
+            more: scan.has_more,
+            catch_up: request.cursor > 0 && request.cursor < scan.horizon,
+            tables,
+        };
+        let (message, checksum) = batch::seal_batch(&body);
+        self.note_served(&request.device, scan.next_cursor, checksum);
+        debug!(
+            device = %request.device,
+            cursor = request.cursor,
+            next_cursor = scan.next_cursor,
+            records = scan.records.len(),
+            bytes = message.len(),
+            has_more = scan.has_more,
+            catch_up = body.catch_up,
+            micros = started.elapsed().as_micros() as u64,
+            "pull served"
+        );
+        Ok(EncodedBatch {
+            message,
+            checksum,
+            records: scan.records.len(),
+            next_cursor: scan.next_cursor,
+            has_more: scan.has_more,
+        })
+    }
+
+    /// Applies pushed operations, each on its own: one refused operation does not
+    /// stop the others.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::NoDevice`] and [`SyncError::TooManyOps`] refuse the whole push.
+    pub fn push(&self, request: PushRequest) -> Result<PushResult, SyncError> {
+        if request.device.is_empty() {
+            return Err(SyncError::NoDevice);
+        }
+        let limit = self.inner.config.max_push_ops;
+        if request.ops.len() > limit {
+            return Err(SyncError::TooManyOps {
+                count: request.ops.len(),
+                limit,
+            });
+        }
+        let origin = ClientId::from(request.device.as_str());
+        let mut results = Vec::with_capacity(request.ops.len());
+        for op in request.ops {
+            if let Some(mut earlier) = self.remembered(&request.device, &op.op) {
+                earlier.status = OpStatus::Duplicate;
+                results.push(earlier);
+                continue;
+            }
+            let result = self.apply(op, &origin);
+            if result.status != OpStatus::Rejected {
+                self.remember(&request.device, &result);
+            }
+            results.push(result);
+        }
+        debug!(device = %request.device, ops = results.len(), "push applied");
+        Ok(PushResult {
+            results,
+            latest: self.inner.db.latest_seq(),
+        })
+    }
+
+    /// Records that the device stored everything up to `cursor`.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::CursorAhead`] for a cursor this server never reached, and
+    /// [`SyncError::ChecksumMismatch`] when the checksum is not the one of the
+    /// batch served up to that cursor.
+    pub fn ack(&self, request: &AckRequest) -> Result<AckResult, SyncError> {
+        if request.device.is_empty() {
+            return Err(SyncError::NoDevice);
+        }
+        let latest = self.inner.db.latest_seq();
+        if request.cursor > latest {
+            return Err(SyncError::CursorAhead {
+                cursor: request.cursor,
+                latest,
+            });
+        }
+        let now = self.inner.wall.now_ms();
+        let mut sessions = self.sessions_lock();
+        let session = sessions.touch(&request.device, now);
+        let info = &mut session.info;
+        if info.served_cursor == request.cursor && info.served_checksum != request.checksum {
+            return Err(SyncError::ChecksumMismatch {
+                cursor: request.cursor,
+                found: request.checksum,
+                served: info.served_checksum,
+            });
+        }
+        if request.cursor < info.acked_cursor {
+            warn!(device = %request.device, from = info.acked_cursor, to = request.cursor, "acknowledged cursor moved back: the device restored older data");
+        }
+        info.acked_cursor = request.cursor;
+        Ok(AckResult {
+            cursor: request.cursor,
+        })
+    }
+
+    fn apply(&self, op: PushOp, origin: &ClientId) -> OpResult {
+        let op_id = op.op.clone();
+        match self.apply_op(op, origin) {
+            Ok(result) => result,
+            Err((code, reason)) => {
+                debug!(op = %op_id, code, reason, "pushed operation rejected");
+                OpResult {
+                    op: op_id,
+                    status: OpStatus::Rejected,
+                    seqs: Vec::new(),
+                    concurrent: false,
+                    conflicts: Vec::new(),
+                    code: Some(code.to_owned()),
+                    reason: Some(reason),
+                }
+            }
+        }
+    }
+
+    fn apply_op(&self, op: PushOp, origin: &ClientId) -> Result<OpResult, (&'static str, String)> {
+        let db = &self.inner.db;
+        let engine = |error: EngineError| (error.code(), error.to_string());
+        let mut result = OpResult {
+            op: op.op.clone(),
+            status: OpStatus::Applied,
+            seqs: Vec::new(),
+            concurrent: false,
+            conflicts: Vec::new(),
+            code: None,
+            reason: None,
+        };
+        if !op.changes.is_empty() {
+            if !op.set.is_empty() || op.insert || op.delete || !op.base.is_empty() {
+                return Err(("mixed_op", "an operation carries either automerge changes or a patch, not both".to_owned()));
+            }
+            let changes = op
+                .changes
+                .into_iter()
+                .map(|bytes| Change::from_bytes(bytes.into_vec()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|error| ("invalid_change", format!("a change is not valid automerge: {error}")))?;
+            let outcome = db
+                .merge_changes(&op.table, &op.id, changes, origin)
+                .map_err(engine)?;
+            if outcome.seqs.is_empty() {
+                result.status = OpStatus::Duplicate;
+            }
+            result.seqs = outcome.seqs;
+            result.concurrent = outcome.causality == Causality::Concurrent;
+            result.conflicts = outcome.conflicted_fields;
+            return Ok(result);
+        }
+        if op.delete {
+            let outcome = db.delete(&op.table, &op.id, origin).map_err(engine)?;
+            result.seqs.extend(outcome.seq);
+            return Ok(result);
+        }
+        let schema = schema_of(db, &op.table).map_err(|error| (error.code(), error.to_string()))?;
+        let fields = typed_fields(&schema, &op.set)?;
+        if op.insert {
+            let outcome = db.insert(&op.table, fields, origin).map_err(engine)?;
+            result.seqs.extend(outcome.seq);
+            return Ok(result);
+        }
+        let edits: Vec<Edit> = fields
+            .into_iter()
+            .map(|(field, value)| match value {
+                Value::Null => Edit::unset(field),
+                value => Edit::Set { field, value },
+            })
+            .collect();
+        if op.base.is_empty() {
+            let outcome = db.patch(&op.table, &op.id, edits, origin).map_err(engine)?;
+            result.seqs.extend(outcome.seq);
+            return Ok(result);
+        }
+        let base = op
+            .base
+            .iter()
+            .map(|head| ChangeHash::try_from(head.as_slice()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| ("unknown_base", "a base head is not a 32-byte change hash".to_owned()))?;
+        let outcome = db
+            .patch_at(&op.table, &op.id, edits, &base, origin)
+            .map_err(engine)?;
+        result.seqs.extend(outcome.write.seq);
+        result.concurrent = outcome.causality == Causality::Concurrent;
+        result.conflicts = outcome.conflicted_fields;
+        Ok(result)
+    }
+
+    fn sessions_lock(&self) -> MutexGuard<'_, Sessions> {
+        // A panic while holding the lock leaves sessions consistent (each update
+        // is a single assignment), so a poisoned lock is still usable.
+        self.inner
+            .sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn note_pull(&self, request: &PullRequest) {
+        let now = self.inner.wall.now_ms();
+        let mut sessions = self.sessions_lock();
+        let info = &mut sessions.touch(&request.device, now).info;
+        info.acked_cursor = request.cursor;
+        info.pulls += 1;
+        if request.schema_version.is_some() {
+            info.schema_version = request.schema_version;
+        }
+        if request.profile.is_some() {
+            info.profile.clone_from(&request.profile);
+        }
+    }
+
+    fn note_served(&self, device: &str, cursor: u64, checksum: u32) {
+        let now = self.inner.wall.now_ms();
+        let mut sessions = self.sessions_lock();
+        let info = &mut sessions.touch(device, now).info;
+        info.served_cursor = cursor;
+        info.served_checksum = checksum;
+    }
+
+    fn remembered(&self, device: &str, op: &str) -> Option<OpResult> {
+        if op.is_empty() {
+            return None;
+        }
+        let now = self.inner.wall.now_ms();
+        self.sessions_lock().touch(device, now).remembered(op)
+    }
+
+    fn remember(&self, device: &str, result: &OpResult) {
+        if result.op.is_empty() {
+            return;
+        }
+        let now = self.inner.wall.now_ms();
+        let mut sessions = self.sessions_lock();
+        let session = sessions.touch(device, now);
+        session.info.pushes += 1;
+        session.remember(result);
+    }
+}
+
+fn schema_of(db: &Database, table: &str) -> Result<TableSchema, SyncError> {
+    db.schema(table).ok_or_else(|| SyncError::UnknownTable {
+        table: table.to_owned(),
+    })
+}
+
+/// A wire scope as the engine's scope, its filter values typed by the schema.
+fn table_scope(scope: &WireScope, schema: &TableSchema) -> Result<TableScope, SyncError> {
+    let filters = scope
+        .filters
+        .iter()
+        .map(|filter| engine_filter(filter, schema))
+        .collect::<Result<_, _>>()?;
+    Ok(TableScope {
+        table: scope.table.clone(),
+        filters,
+    })
+}
+
+fn engine_filter(filter: &WireFilter, schema: &TableSchema) -> Result<Filter, SyncError> {
+    let bad = |problem: &str| SyncError::BadFilter {
+        table: schema.name.clone(),
+        field: filter.field.clone(),
+        problem: problem.to_owned(),
+    };
+    let spec = schema
+        .spec(&filter.field)
+        .ok_or_else(|| bad("no such field"))?;
+    let typed = |value: &crate::sync::message::WireValue| {
+        value
+            .typed(spec.kind)
+            .ok_or_else(|| bad(&format!("the value does not fit a {} field", spec.kind)))
+    };
+    let op = match filter.op.as_str() {
+        "eq" => FilterOp::Eq(typed(&filter.value)?),
+        "ne" => FilterOp::Ne(typed(&filter.value)?),
+        "lt" => FilterOp::Lt(typed(&filter.value)?),
+        "le" => FilterOp::Le(typed(&filter.value)?),
+        "gt" => FilterOp::Gt(typed(&filter.value)?),
+        "ge" => FilterOp::Ge(typed(&filter.value)?),
+        "in" => match &filter.value {
+            crate::sync::message::WireValue::Array(items) => {
+                FilterOp::In(items.iter().map(typed).collect::<Result<_, _>>()?)
+            }
+            _ => return Err(bad("`in` takes an array")),
+        },
+        "prefix" => match &filter.value {
+            crate::sync::message::WireValue::Str(prefix) => FilterOp::Prefix(prefix.clone()),
+            _ => return Err(bad("`prefix` takes a string")),
+        },
+        _ => return Err(bad("unknown operator; use eq, ne, lt, le, gt, ge, in or prefix")),
+    };
+    Ok(Filter::new(filter.field.clone(), op))
+}
+
+/// Pushed field values typed by the schema.
+fn typed_fields(
+    schema: &TableSchema,
+    set: &BTreeMap<String, crate::sync::message::WireValue>,
+) -> Result<Fields, (&'static str, String)> {
+    set.iter()
+        .map(|(field, value)| {
+            let spec = schema.spec(field).ok_or_else(|| {
+                ("unknown_field", format!("table `{}` has no field `{field}`", schema.name))
+            })?;
+            let typed = value.typed(spec.kind).ok_or_else(|| {
+                ("type_mismatch", format!("field `{field}` of table `{}` takes {} values", schema.name, spec.kind))
+            })?;
+            Ok((field.clone(), typed))
+        })
+        .collect()
+}
