@@ -132,7 +132,11 @@ impl SyncConfig {
         at_least("sync.max_batch_records", self.max_batch_records as u64, 1)?;
         at_least("sync.batch_bytes", self.batch_bytes as u64, 1 << 10)?;
         at_least("sync.max_batch_bytes", self.max_batch_bytes as u64, 1 << 10)?;
-        at_least("sync.max_message_bytes", self.max_message_bytes as u64, 1 << 16)?;
+        at_least(
+            "sync.max_message_bytes",
+            self.max_message_bytes as u64,
+            1 << 16,
+        )?;
         at_least("sync.max_push_ops", self.max_push_ops as u64, 1)?;
         Ok(())
     }

@@ -10,7 +10,9 @@
 //! - [`dataset`]: a seeded generator of typical mobile app data for benchmarks.
 //! - [`sync`]: the differential sync protocol: sessions, pulls, pushes, the wire format.
 //! - [`compress`]: the column compression engine sync batches are encoded with.
+//! - [`client`]: the reference client: a local replica that syncs over any transport.
 
+pub mod client;
 pub mod compress;
 pub mod config;
 pub mod dataset;

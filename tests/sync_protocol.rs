@@ -43,8 +43,12 @@ fn server_with(config: EngineConfig, count: usize) -> SyncServer {
     let origin = ClientId::from("seed");
     for n in 0..count {
         let owner = if n % 2 == 0 { "ann" } else { "bob" };
-        db.insert("todos", todo(&format!("t{n:04}"), &format!("task {n}"), owner), &origin)
-            .expect("insert");
+        db.insert(
+            "todos",
+            todo(&format!("t{n:04}"), &format!("task {n}"), owner),
+            &origin,
+        )
+        .expect("insert");
     }
     SyncServer::new(db, SyncConfig::default()).expect("sync config")
 }
@@ -114,7 +118,10 @@ fn an_initial_sync_comes_in_bounded_batches_that_cover_every_record_once() {
     assert_eq!(all.len(), 250);
     let first = &batches[0].tables[0].records[0];
     assert!(first.whole, "a record new to the client comes whole");
-    assert!(first.row.iter().all(Option::is_some), "with its complete row");
+    assert!(
+        first.row.iter().all(Option::is_some),
+        "with its complete row"
+    );
     assert_eq!(batches.last().map(|batch| batch.next_cursor), Some(250));
 }
 
@@ -137,13 +144,22 @@ fn an_incremental_pull_sends_only_changed_records_and_only_their_changed_fields(
     let db = server.database();
     let origin = ClientId::from("web");
     for n in [3, 50, 77] {
-        db.patch("todos", &format!("t{n:04}"), vec![Edit::set("done", true)], &origin)
-            .expect("patch");
+        db.patch(
+            "todos",
+            &format!("t{n:04}"),
+            vec![Edit::set("done", true)],
+            &origin,
+        )
+        .expect("patch");
     }
     let batch = pull(&server, &pull_request(cursor));
     assert_eq!(ids(&batch), ["t0003", "t0050", "t0077"]);
     let table = &batch.tables[0];
-    let done = table.fields.iter().position(|(name, _)| name == "done").expect("done");
+    let done = table
+        .fields
+        .iter()
+        .position(|(name, _)| name == "done")
+        .expect("done");
     for record in &table.records {
         assert!(!record.whole, "changes to append, not the document");
         assert_eq!(record.row[done], Some(Value::Bool(true)));
@@ -164,8 +180,13 @@ fn appending_the_payload_to_the_clients_bytes_gives_the_servers_document() {
         .map(|record| (record.id.clone(), record.payload.clone()))
         .collect();
     let db = server.database();
-    db.patch("todos", "t0002", vec![Edit::set("title", "renamed")], &ClientId::from("web"))
-        .expect("patch");
+    db.patch(
+        "todos",
+        "t0002",
+        vec![Edit::set("title", "renamed")],
+        &ClientId::from("web"),
+    )
+    .expect("patch");
     let second = pull(&server, &pull_request(first.next_cursor));
     for record in &second.tables[0].records {
         bytes
@@ -201,11 +222,19 @@ fn a_cursor_older_than_the_change_log_gets_a_compacted_catch_up_with_deletions()
     let origin = ClientId::from("web");
     let cursor = 5;
     for round in 0..12 {
-        db.patch("todos", "t0001", vec![Edit::set("title", format!("v{round}"))], &origin)
-            .expect("patch");
+        db.patch(
+            "todos",
+            "t0001",
+            vec![Edit::set("title", format!("v{round}"))],
+            &origin,
+        )
+        .expect("patch");
     }
     db.delete("todos", "t0002", &origin).expect("delete");
-    assert!(db.horizon() > cursor, "the log no longer reaches the cursor");
+    assert!(
+        db.horizon() > cursor,
+        "the log no longer reaches the cursor"
+    );
     let batches = pull_all(&server, pull_request(cursor));
     assert!(batches[0].catch_up);
     let records: Vec<_> = batches
@@ -218,7 +247,10 @@ fn a_cursor_older_than_the_change_log_gets_a_compacted_catch_up_with_deletions()
         .map(|record| record.id.as_str())
         .collect();
     assert_eq!(deleted, ["t0002"]);
-    let renamed = records.iter().find(|record| record.id == "t0001").expect("t0001");
+    let renamed = records
+        .iter()
+        .find(|record| record.id == "t0001")
+        .expect("t0001");
     assert!(renamed.whole, "a compacted record comes as its document");
     let title = Record::load(&renamed.payload).expect("load");
     assert_eq!(title.heads(), db.heads("todos", "t0001").unwrap().unwrap());
@@ -239,10 +271,20 @@ fn a_filtered_scope_sends_matching_rows_and_tells_when_a_row_leaves() {
     assert_eq!(ids(&first), ["t0000", "t0002", "t0004", "t0006", "t0008"]);
     let db = server.database();
     let origin = ClientId::from("web");
-    db.update("todos", "t0002", [("owner".to_owned(), Value::str("bob"))].into(), &origin)
-        .expect("reassign");
-    db.update("todos", "t0003", [("owner".to_owned(), Value::str("ann"))].into(), &origin)
-        .expect("reassign");
+    db.update(
+        "todos",
+        "t0002",
+        [("owner".to_owned(), Value::str("bob"))].into(),
+        &origin,
+    )
+    .expect("reassign");
+    db.update(
+        "todos",
+        "t0003",
+        [("owner".to_owned(), Value::str("ann"))].into(),
+        &origin,
+    )
+    .expect("reassign");
     request.cursor = first.next_cursor;
     let second = pull(&server, &request);
     let states: Vec<_> = second.tables[0]
@@ -252,7 +294,10 @@ fn a_filtered_scope_sends_matching_rows_and_tells_when_a_row_leaves() {
         .collect();
     assert_eq!(
         states,
-        [("t0002", DeltaState::Left, false), ("t0003", DeltaState::Live, false)]
+        [
+            ("t0002", DeltaState::Left, false),
+            ("t0003", DeltaState::Live, false)
+        ]
     );
     // t0003 entered the scope late: the client asks for it whole.
     request.cursor = second.next_cursor;
@@ -296,9 +341,16 @@ fn corrupted_truncated_and_foreign_requests_are_refused_and_change_nothing() {
     refusals.push(server.handle(b"{\"device\":\"phone-1\",\"ops\":[]}"));
     for answer in refusals {
         let refused = decode_response::<PushResult>(&answer, MessageKind::PushResult, LIMIT);
-        assert!(matches!(refused, Err(ResponseError::Refused(_))), "{refused:?}");
+        assert!(
+            matches!(refused, Err(ResponseError::Refused(_))),
+            "{refused:?}"
+        );
     }
-    assert_eq!(server.database().latest_seq(), before, "nothing was applied");
+    assert_eq!(
+        server.database().latest_seq(),
+        before,
+        "nothing was applied"
+    );
 }
 
 #[test]
@@ -308,10 +360,16 @@ fn a_corrupted_batch_is_refused_by_the_client_decoder() {
     for at in (0..answer.len()).step_by(7) {
         let mut corrupted = answer.clone();
         corrupted[at] ^= 0x10;
-        assert!(decode_pull_response(&corrupted, LIMIT).is_err(), "byte {at}");
+        assert!(
+            decode_pull_response(&corrupted, LIMIT).is_err(),
+            "byte {at}"
+        );
     }
     for len in (0..answer.len()).step_by(11) {
-        assert!(decode_pull_response(&answer[..len], LIMIT).is_err(), "length {len}");
+        assert!(
+            decode_pull_response(&answer[..len], LIMIT).is_err(),
+            "length {len}"
+        );
     }
 }
 
@@ -349,8 +407,13 @@ fn pushed_automerge_changes_are_idempotent_by_hash_and_concurrency_is_reported()
         )
         .expect("write")
         .expect("a change");
-    db.patch("todos", "t0000", vec![Edit::set("title", "web title")], &ClientId::from("web"))
-        .expect("concurrent web edit");
+    db.patch(
+        "todos",
+        "t0000",
+        vec![Edit::set("title", "web title")],
+        &ClientId::from("web"),
+    )
+    .expect("concurrent web edit");
     let op = PushOp {
         op: String::new(),
         table: "todos".into(),
@@ -371,8 +434,13 @@ fn a_patch_made_on_an_older_version_is_a_concurrent_edit() {
     let server = server(1);
     let db = server.database();
     let base = db.heads("todos", "t0000").unwrap().unwrap();
-    db.patch("todos", "t0000", vec![Edit::set("title", "web")], &ClientId::from("web"))
-        .expect("web edit");
+    db.patch(
+        "todos",
+        "t0000",
+        vec![Edit::set("title", "web")],
+        &ClientId::from("web"),
+    )
+    .expect("web edit");
     let op = PushOp {
         op: "p1".into(),
         table: "todos".into(),
@@ -443,7 +511,11 @@ fn each_rejected_operation_comes_back_with_its_reason_and_the_others_apply() {
             ("good", OpStatus::Applied, None),
         ]
     );
-    assert!(result.results[..4].iter().all(|result| result.reason.is_some()));
+    assert!(
+        result.results[..4]
+            .iter()
+            .all(|result| result.reason.is_some())
+    );
 }
 
 #[test]
@@ -490,4 +562,50 @@ fn a_pull_names_its_problem() {
         value: WireValue::Str("yes".into()),
     });
     assert_eq!(refused(bad_filter).as_deref(), Some("bad_filter"));
+}
+
+/// Regression: compaction gave a record's single chunk its latest sequence
+/// number, so a compacted record that left a filtered scope looked new to the
+/// client and was silently skipped instead of reported as `Left`.
+#[test]
+fn a_compacted_record_leaving_a_filtered_scope_is_reported() {
+    let config = EngineConfig {
+        compact_after_chunks: 2,
+        ..EngineConfig::default()
+    };
+    let server = server_with(config, 4);
+    let mut request = pull_request(0);
+    request.tables[0].filters.push(WireFilter {
+        field: "owner".into(),
+        op: "eq".into(),
+        value: WireValue::Str("ann".into()),
+    });
+    let first = pull(&server, &request);
+    assert_eq!(ids(&first), ["t0000", "t0002"]);
+    let db = server.database();
+    let origin = ClientId::from("web");
+    for title in ["a", "b", "c"] {
+        db.update(
+            "todos",
+            "t0000",
+            [("title".to_owned(), Value::str(title))].into(),
+            &origin,
+        )
+        .expect("edit");
+    }
+    db.update(
+        "todos",
+        "t0000",
+        [("owner".to_owned(), Value::str("bob"))].into(),
+        &origin,
+    )
+    .expect("reassign");
+    request.cursor = first.next_cursor;
+    let second = pull(&server, &request);
+    let states: Vec<_> = second.tables[0]
+        .records
+        .iter()
+        .map(|record| (record.id.as_str(), record.state))
+        .collect();
+    assert_eq!(states, [("t0000", DeltaState::Left)]);
 }

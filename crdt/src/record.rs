@@ -21,9 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{
-    ActorId, Automerge, Change, ChangeHash, ObjId, ObjType, PatchLog, ROOT, ReadDoc,
-};
+use automerge::{ActorId, Automerge, Change, ChangeHash, ObjId, ObjType, PatchLog, ROOT, ReadDoc};
 
 use crate::clock::{ClientId, Stamp};
 use crate::error::RecordError;

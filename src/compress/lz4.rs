@@ -34,10 +34,12 @@ pub(super) fn compress_frame(out: Vec<u8>, payload: &[u8]) -> Vec<u8> {
     // payload needs up to 1 MiB: matches then reach across the whole column (a
     // 64 KiB block restarts the window; on sync batches that cost 3 points of
     // saving). Small payloads keep small blocks, so decoders allocate little.
-    let block_size = match payload.len() {
-        0..=BLOCK_64K => BlockSize::Max64KB,
-        ..=0x4_0000 => BlockSize::Max256KB,
-        _ => BlockSize::Max1MB,
+    let block_size = if payload.len() <= BLOCK_64K {
+        BlockSize::Max64KB
+    } else if payload.len() <= 4 * BLOCK_64K {
+        BlockSize::Max256KB
+    } else {
+        BlockSize::Max1MB
     };
     let info = FrameInfo::new()
         .block_size(block_size)

@@ -242,7 +242,10 @@ impl Database {
 
     /// The schema of `table`, if it exists.
     pub fn schema(&self, table: &str) -> Option<TableSchema> {
-        self.read().table(table).ok().map(|table| table.schema.clone())
+        self.read()
+            .table(table)
+            .ok()
+            .map(|table| table.schema.clone())
     }
 
     /// Every table's schema, in creation order.

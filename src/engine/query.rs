@@ -392,7 +392,10 @@ impl RowFilter {
     /// # Errors
     ///
     /// A [`QueryError`] for an unknown field or a mistyped operand.
-    pub(crate) fn compile(schema: &TableSchema, filters: &[Filter]) -> Result<RowFilter, QueryError> {
+    pub(crate) fn compile(
+        schema: &TableSchema,
+        filters: &[Filter],
+    ) -> Result<RowFilter, QueryError> {
         let checks = filters
             .iter()
             .map(|filter| plan::compile(schema, filter))

@@ -34,6 +34,9 @@ pub(crate) struct StoredRecord {
     /// each with the sequence number of the latest change it holds: sync sends a
     /// client only the chunks newer than its cursor.
     pub(crate) chunks: Vec<StoredChunk>,
+    /// The sequence number of the record's first change (0 before it has one).
+    /// Compaction keeps it: a client whose cursor is past it may hold the record.
+    pub(crate) first_seq: u64,
     pub(crate) row: Row,
     pub(crate) latest_seq: u64,
     pub(crate) deleted: bool,
@@ -144,6 +147,7 @@ impl Table {
         self.records.push(StoredRecord {
             id: id.into(),
             chunks: Vec::new(),
+            first_seq: 0,
             row: Row::new(Vec::new()),
             latest_seq: 0,
             deleted: true,
@@ -159,9 +163,12 @@ impl Table {
     /// Appends a storage chunk to a record, with no spare capacity: most records
     /// hold one or two chunks.
     pub(crate) fn push_chunk(&mut self, slot: u32, seq: u64, bytes: Chunk) {
-        let chunks = &mut self.records[slot as usize].chunks;
-        chunks.reserve_exact(1);
-        chunks.push(StoredChunk { seq, bytes });
+        let record = &mut self.records[slot as usize];
+        if record.first_seq == 0 {
+            record.first_seq = seq;
+        }
+        record.chunks.reserve_exact(1);
+        record.chunks.push(StoredChunk { seq, bytes });
         self.chunk_refs += 1;
     }
 

@@ -98,8 +98,7 @@ pub(crate) fn table_body(
                 .zip(touched.iter().zip(&derived))
                 .map(|(row, (mask, derived))| match row {
                     Some(row)
-                        if (mask.is_empty() || bit(mask, position))
-                            && !bit(derived, position) =>
+                        if (mask.is_empty() || bit(mask, position)) && !bit(derived, position) =>
                     {
                         row.get(position)
                     }
@@ -168,7 +167,11 @@ fn describe<'r>(record: &'r ScannedRecord, fields: &[(String, FieldType)]) -> De
             let derived = summary
                 .map(|summary| summary.derivable(row, touched.as_deref()))
                 .unwrap_or_default();
-            let complete = if touched.is_none() { flag::COMPLETE_ROW } else { 0 };
+            let complete = if touched.is_none() {
+                flag::COMPLETE_ROW
+            } else {
+                0
+            };
             Described {
                 flags: whole | complete,
                 payload: payload.chunks.concat(),
@@ -211,7 +214,9 @@ pub enum BatchError {
         expected: usize,
         found: usize,
     },
-    #[error("table `{table}`, record `{record}`: field `{field}` should be read from the payload, which does not write it")]
+    #[error(
+        "table `{table}`, record `{record}`: field `{field}` should be read from the payload, which does not write it"
+    )]
     Derived {
         table: String,
         record: String,

@@ -305,7 +305,9 @@ impl WireValue {
             Value::Float(x) => WireValue::Float(*x),
             Value::Str(text) => WireValue::Str(text.to_string()),
             Value::Bytes(bytes) => WireValue::Bin(bytes.to_vec()),
-            Value::List(items) => WireValue::Array(items.iter().map(WireValue::from_value).collect()),
+            Value::List(items) => {
+                WireValue::Array(items.iter().map(WireValue::from_value).collect())
+            }
             Value::Map(entries) => WireValue::Map(
                 entries
                     .iter()

@@ -46,10 +46,18 @@ pub enum SyncError {
     },
     #[error("a push holds at most {limit} operations, got {count}; split it")]
     TooManyOps { count: usize, limit: usize },
-    #[error("cursor {cursor} is ahead of the server's latest change {latest}; it was not served by this server")]
+    #[error(
+        "cursor {cursor} is ahead of the server's latest change {latest}; it was not served by this server"
+    )]
     CursorAhead { cursor: u64, latest: u64 },
-    #[error("the checksum {found:08x} does not match the batch served up to cursor {cursor} ({served:08x}); pull again from the last stored cursor")]
-    ChecksumMismatch { cursor: u64, found: u32, served: u32 },
+    #[error(
+        "the checksum {found:08x} does not match the batch served up to cursor {cursor} ({served:08x}); pull again from the last stored cursor"
+    )]
+    ChecksumMismatch {
+        cursor: u64,
+        found: u32,
+        served: u32,
+    },
     #[error("a {kind:?} message is not a request")]
     NotARequest { kind: MessageKind },
     #[error(transparent)]
@@ -190,19 +198,19 @@ impl SyncServer {
         };
         match opened.kind {
             MessageKind::PullRequest => {
-                let pull: PullRequest = rmp_serde::from_slice(&opened.body)
-                    .map_err(body(MessageKind::PullRequest))?;
+                let pull: PullRequest =
+                    rmp_serde::from_slice(&opened.body).map_err(body(MessageKind::PullRequest))?;
                 Ok(self.pull(access, &pull)?.message)
             }
             MessageKind::PushRequest => {
-                let push: PushRequest = rmp_serde::from_slice(&opened.body)
-                    .map_err(body(MessageKind::PushRequest))?;
+                let push: PushRequest =
+                    rmp_serde::from_slice(&opened.body).map_err(body(MessageKind::PushRequest))?;
                 let result = self.push(push)?;
                 Ok(wire::seal_value(MessageKind::PushResult, &result, false))
             }
             MessageKind::AckRequest => {
-                let ack: AckRequest = rmp_serde::from_slice(&opened.body)
-                    .map_err(body(MessageKind::AckRequest))?;
+                let ack: AckRequest =
+                    rmp_serde::from_slice(&opened.body).map_err(body(MessageKind::AckRequest))?;
                 let result = self.ack(&ack)?;
                 Ok(wire::seal_value(MessageKind::AckResult, &result, false))
             }
@@ -216,7 +224,11 @@ impl SyncServer {
     ///
     /// [`SyncError`] for a request without device or tables, an unknown table, a
     /// bad filter, or a cursor this server never served.
-    pub fn pull(&self, access: &dyn RowAccess, request: &PullRequest) -> Result<EncodedBatch, SyncError> {
+    pub fn pull(
+        &self,
+        access: &dyn RowAccess,
+        request: &PullRequest,
+    ) -> Result<EncodedBatch, SyncError> {
         let started = Instant::now();
         if request.device.is_empty() {
             return Err(SyncError::NoDevice);
@@ -248,7 +260,9 @@ impl SyncServer {
             .fetch
             .iter()
             .filter_map(|wanted| {
-                let scope = scopes.iter().position(|scope| scope.table == wanted.table)?;
+                let scope = scopes
+                    .iter()
+                    .position(|scope| scope.table == wanted.table)?;
                 Some((scope, wanted.id.clone()))
             })
             .collect();
@@ -260,16 +274,27 @@ impl SyncServer {
             scopes: &scopes,
             cursor: request.cursor,
             fetch: &fetch,
-            max_records: bound(request.max_records, config.batch_records, config.max_batch_records),
-            max_bytes: bound(request.max_bytes, config.batch_bytes, config.max_batch_bytes),
+            max_records: bound(
+                request.max_records,
+                config.batch_records,
+                config.max_batch_records,
+            ),
+            max_bytes: bound(
+                request.max_bytes,
+                config.batch_bytes,
+                config.max_batch_bytes,
+            ),
             access,
         })?;
         let level = request.level.unwrap_or(config.compression);
         let compressor = Compressor::new(level, Arc::clone(&self.inner.stats));
         let tables = (0..scopes.len())
             .filter_map(|scope| {
-                let records: Vec<&ScannedRecord> =
-                    scan.records.iter().filter(|record| record.scope == scope).collect();
+                let records: Vec<&ScannedRecord> = scan
+                    .records
+                    .iter()
+                    .filter(|record| record.scope == scope)
+                    .collect();
                 (!records.is_empty())
                     .then(|| batch::table_body(&schemas[scope], &records, &compressor))
             })
@@ -412,14 +437,22 @@ impl SyncServer {
         };
         if !op.changes.is_empty() {
             if !op.set.is_empty() || op.insert || op.delete || !op.base.is_empty() {
-                return Err(("mixed_op", "an operation carries either automerge changes or a patch, not both".to_owned()));
+                return Err((
+                    "mixed_op",
+                    "an operation carries either automerge changes or a patch, not both".to_owned(),
+                ));
             }
             let changes = op
                 .changes
                 .into_iter()
                 .map(|bytes| Change::from_bytes(bytes.into_vec()))
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|error| ("invalid_change", format!("a change is not valid automerge: {error}")))?;
+                .map_err(|error| {
+                    (
+                        "invalid_change",
+                        format!("a change is not valid automerge: {error}"),
+                    )
+                })?;
             let outcome = db
                 .merge_changes(&op.table, &op.id, changes, origin)
                 .map_err(engine)?;
@@ -460,7 +493,12 @@ impl SyncServer {
             .iter()
             .map(|head| ChangeHash::try_from(head.as_slice()))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| ("unknown_base", "a base head is not a 32-byte change hash".to_owned()))?;
+            .map_err(|_| {
+                (
+                    "unknown_base",
+                    "a base head is not a 32-byte change hash".to_owned(),
+                )
+            })?;
         let outcome = db
             .patch_at(&op.table, &op.id, edits, &base, origin)
             .map_err(engine)?;
@@ -571,7 +609,11 @@ fn engine_filter(filter: &WireFilter, schema: &TableSchema) -> Result<Filter, Sy
             crate::sync::message::WireValue::Str(prefix) => FilterOp::Prefix(prefix.clone()),
             _ => return Err(bad("`prefix` takes a string")),
         },
-        _ => return Err(bad("unknown operator; use eq, ne, lt, le, gt, ge, in or prefix")),
+        _ => {
+            return Err(bad(
+                "unknown operator; use eq, ne, lt, le, gt, ge, in or prefix",
+            ));
+        }
     };
     Ok(Filter::new(filter.field.clone(), op))
 }
@@ -584,10 +626,19 @@ fn typed_fields(
     set.iter()
         .map(|(field, value)| {
             let spec = schema.spec(field).ok_or_else(|| {
-                ("unknown_field", format!("table `{}` has no field `{field}`", schema.name))
+                (
+                    "unknown_field",
+                    format!("table `{}` has no field `{field}`", schema.name),
+                )
             })?;
             let typed = value.typed(spec.kind).ok_or_else(|| {
-                ("type_mismatch", format!("field `{field}` of table `{}` takes {} values", schema.name, spec.kind))
+                (
+                    "type_mismatch",
+                    format!(
+                        "field `{field}` of table `{}` takes {} values",
+                        schema.name, spec.kind
+                    ),
+                )
             })?;
             Ok((field.clone(), typed))
         })

@@ -104,7 +104,10 @@ impl Sessions {
     }
 
     pub(crate) fn list(&self) -> Vec<SessionInfo> {
-        self.sessions.iter().map(|(_, session)| session.info.clone()).collect()
+        self.sessions
+            .iter()
+            .map(|(_, session)| session.info.clone())
+            .collect()
     }
 
     #[cfg(test)]
@@ -135,7 +138,11 @@ mod tests {
         sessions.touch("b", 2);
         sessions.touch("a", 3);
         sessions.touch("c", 4);
-        let mut devices: Vec<_> = sessions.list().into_iter().map(|info| info.device).collect();
+        let mut devices: Vec<_> = sessions
+            .list()
+            .into_iter()
+            .map(|info| info.device)
+            .collect();
         devices.sort();
         assert_eq!(devices, ["a", "c"]);
     }

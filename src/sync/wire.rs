@@ -69,9 +69,13 @@ pub enum Codec {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WireError {
-    #[error("the message is {len} bytes, shorter than the {HEADER_LEN}-byte header; it was cut off")]
+    #[error(
+        "the message is {len} bytes, shorter than the {HEADER_LEN}-byte header; it was cut off"
+    )]
     TooShort { len: usize },
-    #[error("the message does not start with the MSDB magic bytes; it is not a MobileSyncDB message")]
+    #[error(
+        "the message does not start with the MSDB magic bytes; it is not a MobileSyncDB message"
+    )]
     BadMagic,
     #[error(
         "the message uses format version {version}, this server reads version {FORMAT_VERSION}; upgrade the older side"
@@ -88,11 +92,15 @@ pub enum WireError {
     UnknownCodec { codec: u8 },
     #[error("unknown flags 0x{flags:02x}; this version writes 0")]
     UnknownFlags { flags: u8 },
-    #[error("the header announces a {declared}-byte body but {actual} bytes follow; the message was cut off or padded")]
+    #[error(
+        "the header announces a {declared}-byte body but {actual} bytes follow; the message was cut off or padded"
+    )]
     LengthMismatch { declared: usize, actual: usize },
     #[error("the message is {len} bytes, more than the {limit} allowed; send smaller batches")]
     TooLarge { len: usize, limit: usize },
-    #[error("checksum mismatch (header {declared:08x}, body {actual:08x}): the message was corrupted in transit")]
+    #[error(
+        "checksum mismatch (header {declared:08x}, body {actual:08x}): the message was corrupted in transit"
+    )]
     Checksum { declared: u32, actual: u32 },
     #[error("the LZ4 frame of the body is invalid: {0}")]
     Lz4(#[source] std::io::Error),
@@ -127,7 +135,11 @@ fn seal_stored(kind: MessageKind, codec: Codec, stored: Vec<u8>) -> Vec<u8> {
     message.push(codec as u8);
     message.push(0);
     // Messages are bounded far below 4 GiB by `open`'s limit.
-    message.extend_from_slice(&u32::try_from(stored.len()).unwrap_or(u32::MAX).to_le_bytes());
+    message.extend_from_slice(
+        &u32::try_from(stored.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
     let checksum = checksum(&message, &stored);
     message.extend_from_slice(&checksum.to_le_bytes());
     message.extend_from_slice(&stored);
@@ -163,7 +175,8 @@ pub fn open(message: &[u8], limit: usize) -> Result<Opened, WireError> {
     if header[4] != FORMAT_VERSION {
         return Err(WireError::UnknownVersion { version: header[4] });
     }
-    let kind = MessageKind::from_byte(header[5]).ok_or(WireError::UnknownKind { kind: header[5] })?;
+    let kind =
+        MessageKind::from_byte(header[5]).ok_or(WireError::UnknownKind { kind: header[5] })?;
     let codec = match header[6] {
         0 => Codec::MessagePack,
         1 => Codec::Lz4MessagePack,
@@ -270,7 +283,10 @@ mod tests {
     fn every_truncation_and_every_flipped_byte_is_refused() {
         let message = seal(MessageKind::PullRequest, b"some body bytes", true);
         for len in 0..message.len() {
-            assert!(open(&message[..len], 1 << 20).is_err(), "truncated at {len}");
+            assert!(
+                open(&message[..len], 1 << 20).is_err(),
+                "truncated at {len}"
+            );
         }
         for at in 0..message.len() {
             let mut corrupted = message.clone();

@@ -341,7 +341,11 @@ fn a_write_at_old_heads_is_concurrent_with_later_writes() {
         .write(&[Edit::set("title", "final")], &meta(2, "tablet"))
         .expect("later write");
     record
-        .write_at(&base, &[Edit::set("title", "edited offline")], &meta(3, "phone"))
+        .write_at(
+            &base,
+            &[Edit::set("title", "edited offline")],
+            &meta(3, "phone"),
+        )
         .expect("write at base");
     assert!(record.has_conflict("title"));
     let shown = record.resolve("title", &LastWriterWins).expect("resolve");

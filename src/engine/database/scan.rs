@@ -277,8 +277,7 @@ impl Scanner<'_, '_> {
     ) -> Result<Option<ScannedState>, ReadError> {
         let resolved = &self.resolved[scope];
         let cursor = self.request.cursor;
-        let first_seq = stored.chunks.first().map_or(0, |chunk| chunk.seq);
-        let new = fetched || first_seq > cursor;
+        let new = fetched || stored.first_seq > cursor;
         if !self.visible(resolved, stored)? {
             return Ok((!new).then_some(ScannedState::Left));
         }

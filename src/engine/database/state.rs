@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use mobilesyncdb_crdt::{
-    ActorId, Causality, Change, ChangeHash, ClientId, Edit, HybridClock, PolicyRegistry, Record, Stamp,
-    StampMeta, Value,
+    ActorId, Causality, Change, ChangeHash, ClientId, Edit, HybridClock, PolicyRegistry, Record,
+    Stamp, StampMeta, Value,
 };
 use tracing::{debug, info, warn};
 
@@ -513,7 +513,11 @@ impl State {
         }
         let saved: Chunk = record.save().into();
         self.document_bytes += chunk_cost(&saved);
-        let seq = table.record(slot).chunks.last().map_or(0, |chunk| chunk.seq);
+        let seq = table
+            .record(slot)
+            .chunks
+            .last()
+            .map_or(0, |chunk| chunk.seq);
         let old = table.replace_chunks(slot, vec![StoredChunk { seq, bytes: saved }]);
         for chunk in old {
             release(chunk.bytes, &mut self.document_bytes);

@@ -35,7 +35,11 @@ impl OpsSummary {
         let mut any = false;
         for (position, last) in self.last.iter().enumerate() {
             let sent = touched.is_none_or(|touched| bit(touched, position));
-            if sent && last.as_ref().is_some_and(|value| *value == row.get(position)) {
+            if sent
+                && last
+                    .as_ref()
+                    .is_some_and(|value| *value == row.get(position))
+            {
                 mask[position / 8] |= 1 << (position % 8);
                 any = true;
             }
@@ -75,7 +79,9 @@ impl OpsSummary {
         };
         self.touched[position / 8] |= 1 << (position % 8);
         self.last[position] = match &op.action {
-            legacy::OpType::Put(scalar) => Some(fields[position].1.coerce(Value::from_scalar(scalar))),
+            legacy::OpType::Put(scalar) => {
+                Some(fields[position].1.coerce(Value::from_scalar(scalar)))
+            }
             _ => None,
         };
     }
@@ -163,7 +169,10 @@ mod tests {
             .unwrap()
             .unwrap();
         let second = record
-            .write(&[Edit::set("title", "b"), Edit::increment("likes", 2)], &meta)
+            .write(
+                &[Edit::set("title", "b"), Edit::increment("likes", 2)],
+                &meta,
+            )
             .unwrap()
             .unwrap();
         vec![first.raw_bytes().to_vec(), second.raw_bytes().to_vec()]
@@ -179,9 +188,17 @@ mod tests {
             summary.last,
             [Some(Value::str("b")), Some(Value::Timestamp(5)), None]
         );
-        let row = Row::new(vec![Value::str("b"), Value::Timestamp(5), Value::Counter(2)]);
+        let row = Row::new(vec![
+            Value::str("b"),
+            Value::Timestamp(5),
+            Value::Counter(2),
+        ]);
         assert_eq!(summary.derivable(&row, None), [0b011]);
-        let other = Row::new(vec![Value::str("c"), Value::Timestamp(5), Value::Counter(2)]);
+        let other = Row::new(vec![
+            Value::str("c"),
+            Value::Timestamp(5),
+            Value::Counter(2),
+        ]);
         assert_eq!(summary.derivable(&other, None), [0b010]);
     }
 
