@@ -609,3 +609,57 @@ fn a_compacted_record_leaving_a_filtered_scope_is_reported() {
         .collect();
     assert_eq!(states, [("t0000", DeltaState::Left)]);
 }
+
+/// Regression: a pull cut into batches listed a record changed both before and
+/// after the cut with only its changes after the cut, so the client's copy lost
+/// the earlier change (and its bytes no longer loaded). Records listed later in a
+/// cut pull get every change after the pull's base.
+#[test]
+fn a_pull_cut_into_batches_never_drops_a_change_of_a_record_listed_later() {
+    let server = server(10);
+    let first = pull(&server, &pull_request(0));
+    let mut bytes: BTreeMap<String, Vec<u8>> = first.tables[0]
+        .records
+        .iter()
+        .map(|record| (record.id.clone(), record.payload.clone()))
+        .collect();
+    let db = server.database();
+    let origin = ClientId::from("web");
+    let edit = |id: &str, title: &str| {
+        db.update(
+            "todos",
+            id,
+            [("title".to_owned(), Value::str(title))].into(),
+            &origin,
+        )
+        .expect("edit");
+    };
+    edit("t0005", "first change");
+    edit("t0001", "listed first");
+    edit("t0005", "second change");
+    let mut request = PullRequest {
+        max_records: Some(1),
+        ..pull_request(first.next_cursor)
+    };
+    let mut batches = 0;
+    loop {
+        let batch = pull(&server, &request);
+        batches += 1;
+        for record in &batch.tables[0].records {
+            bytes
+                .get_mut(&record.id)
+                .expect("held")
+                .extend_from_slice(&record.payload);
+        }
+        request.cursor = batch.next_cursor;
+        request.base = Some(batch.base);
+        if !batch.has_more {
+            assert_eq!(batch.base, batch.next_cursor);
+            break;
+        }
+    }
+    assert_eq!(batches, 2);
+    let client = Record::load(&bytes["t0005"]).expect("the client's copy loads");
+    let stored = Record::load(&db.record_bytes("todos", "t0005").unwrap().unwrap()).unwrap();
+    assert_eq!(client.heads(), stored.heads());
+}

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use mobilesyncdb_crdt::{ActorId, HybridClock, LastWriterWins, Record, Value};
+use mobilesyncdb_crdt::{ActorId, HybridClock, LastWriterWins, Record, RecordError, Value};
 
 use crate::client::error::ApplyError;
 use crate::client::queue::WriteQueue;
@@ -60,6 +60,9 @@ pub struct Replica {
     pub clock: HybridClock,
     /// Everything up to this server sequence number is stored.
     pub cursor: u64,
+    /// Every record is complete up to this sequence number: the `base` of the
+    /// last batch stored (it trails `cursor` while a pull is cut into batches).
+    pub base: u64,
     /// The checksum of the last batch stored, for the acknowledgement.
     pub checksum: u32,
     pub scope: Vec<WireScope>,
@@ -88,6 +91,7 @@ impl Replica {
             actor,
             clock: HybridClock::default(),
             cursor: 0,
+            base: 0,
             checksum: 0,
             tables: scope
                 .iter()
@@ -154,6 +158,7 @@ impl Replica {
         }
         self.fetch.extend(planned.fetch_later);
         self.cursor = planned.next_cursor;
+        self.base = planned.base;
         self.checksum = planned.checksum;
         planned.outcome
     }
@@ -201,7 +206,7 @@ impl Replica {
             .confirm
             .iter()
             .filter(|(key, seq)| {
-                **seq <= self.cursor
+                **seq <= self.base
                     && !self.fetch.contains(*key)
                     && !self.queue.has_ops_for(&key.table, &key.id)
             })
@@ -304,6 +309,7 @@ pub(crate) struct PlannedBatch {
     requested: Vec<RecordRef>,
     fetch_later: Vec<RecordRef>,
     next_cursor: u64,
+    base: u64,
     checksum: u32,
     outcome: BatchOutcome,
 }
@@ -353,6 +359,7 @@ pub(crate) fn plan(
         requested: requested.to_vec(),
         fetch_later: Vec::new(),
         next_cursor: batch.next_cursor,
+        base: batch.base,
         checksum: batch.checksum,
         outcome: BatchOutcome {
             records: batch.len(),
@@ -472,14 +479,18 @@ fn merge(
         id: key.id.clone(),
         source,
     };
+    // One strict load of the local bytes followed by the payload: automerge's
+    // incremental load would take unreadable bytes as a partial load and keep
+    // changes with missing dependencies that a save then drops.
     let local = held.bytes.as_deref().unwrap_or_default();
-    let record = if local.is_empty() {
-        Record::load(&delta.payload).map_err(failed)?
-    } else {
-        let mut record = Record::load(local).map_err(failed)?;
-        record.load_incremental(&delta.payload).map_err(failed)?;
-        record
-    };
+    let mut bytes = Vec::with_capacity(local.len() + delta.payload.len());
+    bytes.extend_from_slice(local);
+    bytes.extend_from_slice(&delta.payload);
+    let record = Record::load(&bytes).map_err(failed)?;
+    let missing = record.missing_deps().len();
+    if missing > 0 {
+        return Err(failed(RecordError::MissingDependencies { missing }));
+    }
     let confirmed = !held.queued && held.confirm.is_some_and(|seq| delta.seq >= seq);
     let (row, deleted) = if confirmed {
         let row = RowChange::Overlay(sent_fields(fields, delta));
@@ -587,6 +598,7 @@ mod tests {
             from,
             next_cursor: next,
             has_more: false,
+            base: next,
             catch_up: false,
             checksum: 7,
             tables: vec![TableBatch {

@@ -196,6 +196,7 @@ impl<T: Transport> Client<T> {
         let request = PullRequest {
             device: config.device.clone(),
             cursor: replica.cursor,
+            base: Some(replica.base),
             tables: config.tables.clone(),
             fetch: replica
                 .fetch

@@ -41,6 +41,7 @@ pub(crate) struct BatchBody {
     pub(crate) from: u64,
     pub(crate) next: u64,
     pub(crate) more: bool,
+    pub(crate) base: u64,
     pub(crate) catch_up: bool,
     pub(crate) tables: Vec<TableBody>,
 }
@@ -244,6 +245,7 @@ pub fn decode_batch(message: &[u8], limit: usize) -> Result<PullBatch, BatchErro
         from: body.from,
         next_cursor: body.next,
         has_more: body.more,
+        base: body.base,
         catch_up: body.catch_up,
         checksum,
         tables,

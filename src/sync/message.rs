@@ -25,6 +25,11 @@ pub struct PullRequest {
     pub device: String,
     /// The cursor of the last batch the client stored; 0 for an initial sync.
     pub cursor: u64,
+    /// The `base` of the last batch stored: every record is complete up to it.
+    /// It trails the cursor while a pull is cut into several batches. Absent means
+    /// equal to `cursor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<u64>,
     /// The tables to replicate, each optionally filtered.
     pub tables: Vec<WireScope>,
     /// Records to send whole: the client received changes for records it does not
@@ -91,6 +96,9 @@ pub struct PullBatch {
     pub next_cursor: u64,
     /// More changes wait after `next_cursor`.
     pub has_more: bool,
+    /// Send it back with the next pull: records not yet listed get every change
+    /// after it. Equal to `next_cursor` once `has_more` is false.
+    pub base: u64,
     /// The cursor was older than the change log's horizon: the batch holds
     /// current snapshots of what changed (deletions included), not each change.
     pub catch_up: bool,

@@ -255,7 +255,8 @@ impl SyncServer {
                 latest,
             });
         }
-        self.note_pull(request);
+        let base = request.base.unwrap_or(request.cursor).min(request.cursor);
+        self.note_pull(request, base);
         let fetch: Vec<(usize, String)> = request
             .fetch
             .iter()
@@ -273,6 +274,7 @@ impl SyncServer {
         let scan = db.scan_changes(&ScanRequest {
             scopes: &scopes,
             cursor: request.cursor,
+            base,
             fetch: &fetch,
             max_records: bound(
                 request.max_records,
@@ -303,7 +305,12 @@ impl SyncServer {
             from: request.cursor,
             next: scan.next_cursor,
             more: scan.has_more,
-            catch_up: request.cursor > 0 && request.cursor < scan.horizon,
+            base: if scan.has_more {
+                base
+            } else {
+                scan.next_cursor
+            },
+            catch_up: base > 0 && base < scan.horizon,
             tables,
         };
         let (message, checksum) = batch::seal_batch(&body);
@@ -517,11 +524,11 @@ impl SyncServer {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn note_pull(&self, request: &PullRequest) {
+    fn note_pull(&self, request: &PullRequest, base: u64) {
         let now = self.inner.wall.now_ms();
         let mut sessions = self.sessions_lock();
         let info = &mut sessions.touch(&request.device, now).info;
-        info.acked_cursor = request.cursor;
+        info.acked_cursor = base;
         info.pulls += 1;
         if request.schema_version.is_some() {
             info.schema_version = request.schema_version;

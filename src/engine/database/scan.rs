@@ -65,6 +65,11 @@ pub struct ScanRequest<'a> {
     pub scopes: &'a [TableScope],
     /// List records whose latest change is after this sequence number.
     pub cursor: u64,
+    /// The caller holds every change up to this sequence number (at most
+    /// `cursor`): a listed record gets its chunks newer than it. While a pull is
+    /// cut into batches, a record listed late may have changed both before and
+    /// after the cursor, so the base stays where the pull began.
+    pub base: u64,
     /// Records to send whole regardless of the cursor (`scope` index, id): a client
     /// that received changes for a record it does not hold asks for it this way.
     pub fetch: &'a [(usize, String)],
@@ -276,15 +281,15 @@ impl Scanner<'_, '_> {
         fetched: bool,
     ) -> Result<Option<ScannedState>, ReadError> {
         let resolved = &self.resolved[scope];
-        let cursor = self.request.cursor;
-        let new = fetched || stored.first_seq > cursor;
+        let base = self.request.base.min(self.request.cursor);
+        let new = fetched || stored.first_seq > base;
         if !self.visible(resolved, stored)? {
             return Ok((!new).then_some(ScannedState::Left));
         }
         // In a restricted scope a record may enter the scope long after its first
         // change; a client sent changes for a record it does not hold asks for it
         // whole through `fetch`.
-        let payload = payload(stored, if new { 0 } else { cursor });
+        let payload = payload(stored, if new { 0 } else { base });
         Ok(Some(if stored.deleted {
             ScannedState::Deleted { payload }
         } else {
