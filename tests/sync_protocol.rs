@@ -663,3 +663,32 @@ fn a_pull_cut_into_batches_never_drops_a_change_of_a_record_listed_later() {
     let stored = Record::load(&db.record_bytes("todos", "t0005").unwrap().unwrap()).unwrap();
     assert_eq!(client.heads(), stored.heads());
 }
+
+#[test]
+fn a_client_without_a_change_decoder_can_ask_for_every_row_value() {
+    let server = server(3);
+    let cursor = pull(&server, &pull_request(0)).next_cursor;
+    server
+        .database()
+        .patch(
+            "todos",
+            "t0001",
+            vec![Edit::set("title", "renamed")],
+            &ClientId::from("web"),
+        )
+        .expect("patch");
+    let request = PullRequest {
+        explicit_rows: true,
+        ..pull_request(cursor)
+    };
+    let derived = pull(&server, &pull_request(cursor));
+    let explicit = pull(&server, &request);
+    // Both decode to the same row; the explicit one carries the value itself.
+    assert_eq!(
+        derived.tables[0].records[0].row,
+        explicit.tables[0].records[0].row
+    );
+    let answer = server.handle(&encode_request(MessageKind::PullRequest, &request));
+    let needle = b"renamed";
+    assert!(answer.windows(needle.len()).filter(|w| w == needle).count() >= 2);
+}

@@ -209,6 +209,7 @@ impl<T: Transport> Client<T> {
             level: config.level,
             schema_version: config.schema_version,
             profile: config.profile.clone(),
+            explicit_rows: false,
         };
         (request, replica.cursor)
     }

@@ -68,6 +68,7 @@ pub(crate) fn table_body(
     schema: &TableSchema,
     records: &[&ScannedRecord],
     compressor: &Compressor,
+    derive: bool,
 ) -> TableBody {
     let fields: Vec<(String, FieldType)> = schema
         .fields
@@ -80,7 +81,10 @@ pub(crate) fn table_body(
     let mut derived = Vec::with_capacity(records.len());
     let mut rows: Vec<Option<&Row>> = Vec::with_capacity(records.len());
     for record in records {
-        let described = describe(record, &fields);
+        let mut described = describe(record, &fields);
+        if !derive {
+            described.derived.clear();
+        }
         flags.push(described.flags);
         payloads.push(described.payload);
         touched.push(described.touched);

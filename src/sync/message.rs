@@ -48,6 +48,10 @@ pub struct PullRequest {
     /// The schema version the app was built against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_version: Option<u32>,
+    /// Send every row value in the row columns, none derived from the payload:
+    /// for clients whose automerge library cannot decode a change's operations.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub explicit_rows: bool,
     /// The device's power profile (for example `charging`, `normal`, `low`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,

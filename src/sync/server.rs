@@ -297,8 +297,10 @@ impl SyncServer {
                     .iter()
                     .filter(|record| record.scope == scope)
                     .collect();
-                (!records.is_empty())
-                    .then(|| batch::table_body(&schemas[scope], &records, &compressor))
+                (!records.is_empty()).then(|| {
+                    let derive = !request.explicit_rows;
+                    batch::table_body(&schemas[scope], &records, &compressor, derive)
+                })
             })
             .collect();
         let body = BatchBody {
