@@ -302,22 +302,45 @@ const BATCH: usize = 25;
 /// A first sync of 300 records in batches of 25 is interrupted at exchange k,
 /// for every k, by each kind of fault; then the app restarts from its stored
 /// replica and syncs again over a clean link. Exchanges 0 to 11 are the twelve
-/// batches, exchange 12 the acknowledgement.
+/// batches, exchange 12 the acknowledgement. Every record was edited after all
+/// were created, in shuffled order, so the batches (listed by each record's
+/// latest change) cut across the records' histories.
 ///
 /// With a fault at batch k, the first attempt stores the k batches before it
-/// (`records_received` = 25·k, cursor = 25·k, the records' sequence numbers);
-/// the resumed sync stores the other 12 − k batches (300 − 25·k records) and
-/// skips none. Records of a refused or lost batch are never stored, so
-/// `records_received` over both attempts is exactly 300. On the server side the
-/// batch in flight is served twice when it reached the server (lost, cut or
-/// corrupted answer: 300 + 25 records served) and once when the request was
-/// dropped (300 served); no other record is ever sent again.
+/// (`records_received` = 25·k; the cursor is the 25·k-th smallest latest
+/// sequence number); the resumed sync stores the other 12 − k batches
+/// (300 − 25·k records), skips none and fetches none. Records of a refused or
+/// lost batch are never stored, so `records_received` over both attempts is
+/// exactly 300. On the server side the batch in flight is served twice when it
+/// reached the server (lost, cut or corrupted answer: 300 + 25 records served)
+/// and once when the request was dropped (300 served); no other record is ever
+/// sent again.
 #[tokio::test(start_paused = true)]
 async fn a_first_sync_cut_at_any_exchange_resumes_without_downloading_twice() {
     let clock = ManualClock::at(T0);
     let db = database(EngineConfig::default(), RECORDS, &clock);
+    let mut order: Vec<usize> = (0..RECORDS).collect();
+    fastrand::Rng::with_seed(300).shuffle(&mut order);
+    let admin = ClientId::from("admin");
+    for n in order {
+        let edit = fields(&[("priority", Value::Int(n as i64))]);
+        db.update(TABLE, &record_id(n), edit, &admin)
+            .expect("update");
+    }
     let server = server(&db);
     let view = server_view(&db);
+    // The cursor after k batches: the latest change of the 25·k-th record listed.
+    let mut latest: Vec<u64> = db
+        .records_changed_since(TABLE, 0, usize::MAX)
+        .expect("read")
+        .into_iter()
+        .map(|(seq, _)| seq)
+        .collect();
+    latest.sort_unstable();
+    let cursor_after = |stored: usize| match stored {
+        0 => 0,
+        stored => latest[BATCH * stored - 1],
+    };
     let batches = RECORDS / BATCH;
     let exchanges = batches + 1;
     let batch = Some(BATCH as u32);
@@ -364,7 +387,7 @@ async fn a_first_sync_cut_at_any_exchange_resumes_without_downloading_twice() {
             );
             assert_eq!(
                 first.cursor(),
-                (BATCH * stored_batches) as u64,
+                cursor_after(stored_batches),
                 "{context}: cursor"
             );
             assert_eq!(first.rows(TABLE).len(), BATCH * stored_batches, "{context}");
@@ -818,8 +841,10 @@ async fn an_outdated_cursor_catches_up_and_keeps_the_offline_edits() {
     outdated_cursor_catches_up(None).await;
 }
 
-/// The same catch-up in batches of 40: records the phone holds that changed
-/// both before and after a batch's `next` arrive without their earlier changes.
+/// The same catch-up in four batches of 40. Records the phone holds that
+/// changed both before and after a batch's `next` must still arrive with every
+/// change after the phone's old cursor (a batch cut once sent them with only
+/// their chunks after `next`: stale fields, documents missing changes).
 #[tokio::test(start_paused = true)]
 async fn an_outdated_cursor_catches_up_in_several_batches() {
     outdated_cursor_catches_up(Some(40)).await;
