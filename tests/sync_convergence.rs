@@ -16,7 +16,9 @@
 //! field is the one shown).
 //!
 //! Both tests print their seed first (`seed N`); the random harness runs its
-//! phones one after another, so a seed replays it exactly. Replay a failure with
+//! phones one after another, so a seed replays the same edits, syncs and faults
+//! (only the server's automerge actor, and so the change hashes, differ from run
+//! to run). Replay a failure with
 //! `MSDB_SYNC_SEED=N cargo test --test sync_convergence`; run more phones with
 //! `MSDB_SYNC_CLIENTS` (12 by default; up to 50 is the intended range) and longer
 //! runs with `MSDB_SYNC_ROUNDS` (30 by default).
@@ -118,16 +120,20 @@ struct Phone {
     device: String,
     client: Client<Link>,
     network: Link,
-    /// Every change hash this phone's writes left at the head of a record: each
-    /// must be in the server's document at the end.
+    /// The hash of every change this phone's writes queued, by record: each must
+    /// be in the server's document at the end.
     made: BTreeMap<String, BTreeSet<ChangeHash>>,
 }
 
+/// A number from the environment, or `default` when the variable is unset.
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|raw| raw.trim().parse().ok())
-        .unwrap_or(default)
+    match std::env::var(name) {
+        Ok(raw) => raw
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={raw} is not a number")),
+        Err(_) => default,
+    }
 }
 
 /// The seed from `MSDB_SYNC_SEED` (decimal or `0x` hex), or the fixed default.

@@ -10,9 +10,9 @@
 //! - A push the server applied but whose answer was lost is answered as a
 //!   duplicate when retried, and applied exactly once, even by a server that has
 //!   forgotten the operation ids.
-//! - A cursor far older than the change log's horizon catches up from snapshots
-//!   of what changed (deletions included) while the phone's offline edits are
-//!   pushed and kept.
+//! - A cursor far older than the change log's horizon catches up (in one batch
+//!   and in several, marked `catch_up`), deletions included, while the phone's
+//!   offline edits are pushed and kept.
 //! - Foreign answers (empty, random bytes, HTTP, the wrong message kind, a future
 //!   format version, a header that lies about the length, bodies that are not
 //!   batches) are refused with an error that names the problem, and the replica
@@ -30,7 +30,7 @@ use mobilesyncdb::client::{
 };
 use mobilesyncdb::config::{EngineConfig, RetentionPolicy, SyncConfig};
 use mobilesyncdb::crdt::{ActorId, Change, ChangeHash, ClientId, Edit, Record, Value};
-use mobilesyncdb::engine::{Database, FullAccess, WallClock};
+use mobilesyncdb::engine::{Database, WallClock};
 use mobilesyncdb::schema::{FieldSpec, FieldType, Fields, TableSchema};
 use mobilesyncdb::sync::wire::{self, MessageKind, WireError};
 use mobilesyncdb::sync::{
@@ -185,6 +185,7 @@ fn replica(device: &str) -> Replica {
 #[derive(Debug, PartialEq)]
 struct Stored {
     cursor: u64,
+    base: u64,
     checksum: u32,
     tables: BTreeMap<String, mobilesyncdb::client::LocalTable>,
     fetch: BTreeSet<RecordRef>,
@@ -196,6 +197,7 @@ struct Stored {
 fn stored(replica: Replica) -> Stored {
     Stored {
         cursor: replica.cursor,
+        base: replica.base,
         checksum: replica.checksum,
         tables: replica.tables,
         fetch: replica.fetch,
@@ -425,22 +427,6 @@ async fn a_first_sync_cut_at_any_exchange_resumes_without_downloading_twice() {
     }
 }
 
-/// The size of the batch the server answers `device` at `cursor`.
-fn batch_len(server: &SyncServer, cursor: u64, batch: u32) -> usize {
-    let request = PullRequest {
-        device: "probe".into(),
-        cursor,
-        tables: vec![WireScope::all(TABLE)],
-        max_records: Some(batch),
-        ..PullRequest::default()
-    };
-    server
-        .pull(&FullAccess, &request)
-        .expect("a batch")
-        .message
-        .len()
-}
-
 /// Offsets every 97th byte, plus every header byte.
 fn offsets(len: usize) -> impl Iterator<Item = usize> {
     (0..wire::HEADER_LEN).chain((wire::HEADER_LEN..len).step_by(97))
@@ -460,7 +446,17 @@ async fn a_cut_or_corrupted_batch_is_refused_and_the_replica_is_unchanged() {
         Client::new(config("phone-1", &clock, Some(25)), Arc::clone(&network)).expect("client");
     client.pull_once().await.expect("the first batch");
     let before = stored(client.replica());
-    let len = batch_len(&server, before.cursor, 25);
+    // Lose the next answer once to learn its size: the server answers the same
+    // pull with the same batch.
+    network.script([Fault::LoseResponse]);
+    client.pull_once().await.expect_err("lost");
+    assert_eq!(stored(client.replica()), before);
+    let len = answers
+        .lock()
+        .expect("recorder lock")
+        .last()
+        .expect("an answer")
+        .len();
     assert!(len > 1_000, "a real batch: {len} bytes");
     let faults: Vec<Fault> = (0..len)
         .step_by(97)
@@ -479,6 +475,7 @@ async fn a_cut_or_corrupted_batch_is_refused_and_the_replica_is_unchanged() {
     }
     let stats = client.stats();
     assert_eq!(stats.invalid_responses, faults.len() as u64);
+    assert_eq!(stats.bytes_received, network.stats().bytes_down);
     assert_eq!(stats.batches_applied, 1);
     client.pull_all().await.expect("the pull completes");
     assert_eq!(
@@ -577,13 +574,10 @@ async fn lost_push_answer(sync: SyncConfig) {
         Client::new(config("phone-1", &clock, None), Arc::clone(&network)).expect("client");
     client.pull_all().await.expect("initial sync");
     let edited = ["r001", "r002", "n1", "r003"];
+    let view = server_view(&db);
     let changes_before: Vec<usize> = edited
         .iter()
-        .map(|id| {
-            server_view(&db)
-                .get(*id)
-                .map_or(0, |record| record.changes.len())
-        })
+        .map(|id| view.get(*id).map_or(0, |record| record.changes.len()))
         .collect();
     clock.advance(1_000);
     client
@@ -631,6 +625,7 @@ async fn lost_push_answer(sync: SyncConfig) {
     );
 }
 
+/// The server answers the retry from its memory of the operation ids.
 #[tokio::test(start_paused = true)]
 async fn a_retried_push_whose_answer_was_lost_is_a_duplicate_applied_once() {
     lost_push_answer(SyncConfig::default()).await;
@@ -1093,14 +1088,11 @@ async fn a_batch_with_a_malformed_row_is_refused_whole() {
 #[tokio::test(start_paused = true)]
 async fn a_payload_that_cannot_be_merged_into_local_edits_is_refused_whole() {
     let (base, batch, db) = pending_replica_and_batch().await;
-    let position = |batch: &PullBatch| {
-        batch.tables[0]
-            .records
-            .iter()
-            .position(|delta| delta.id == "r001")
-            .expect("r001 is in the batch")
-    };
-    let at = position(&batch);
+    let at = batch.tables[0]
+        .records
+        .iter()
+        .position(|delta| delta.id == "r001")
+        .expect("r001 is in the batch");
     let mut garbage = batch.clone();
     garbage.tables[0].records[at].payload = b"not automerge at all".to_vec();
     // Only the second server edit of r001: its dependency (the first) is missing.

@@ -103,8 +103,9 @@ pub struct PullBatch {
     /// Send it back with the next pull: records not yet listed get every change
     /// after it. Equal to `next_cursor` once `has_more` is false.
     pub base: u64,
-    /// The cursor was older than the change log's horizon: the batch holds
-    /// current snapshots of what changed (deletions included), not each change.
+    /// The pull's base was older than the change log's horizon. Informational:
+    /// the batch holds, as always, each changed record once with its chunks after
+    /// the base (whole documents for compacted records), deletions included.
     pub catch_up: bool,
     /// The batch message's CRC-32: acknowledge the batch with it.
     pub checksum: u32,

@@ -284,7 +284,11 @@ impl Scanner<'_, '_> {
         let base = self.request.base.min(self.request.cursor);
         let new = fetched || stored.first_seq > base;
         if !self.visible(resolved, stored)? {
-            return Ok((!new).then_some(ScannedState::Left));
+            // The caller may hold it if it was listed before: its first change is
+            // not after the cursor (an earlier batch of a cut pull may have sent
+            // it whole), or the caller asked for it.
+            let maybe_held = fetched || stored.first_seq <= self.request.cursor;
+            return Ok(maybe_held.then_some(ScannedState::Left));
         }
         // In a restricted scope a record may enter the scope long after its first
         // change; a client sent changes for a record it does not hold asks for it
