@@ -97,6 +97,7 @@ use encode::{Built, Sealed, ValueColumn};
 pub use decode::{decode_blobs, decode_strs, decode_u64s, decode_values};
 pub use error::ColumnError;
 pub use lz4::{MAX_DECOMPRESSED, MAX_RATIO, decompressed_limit};
+pub(crate) use lz4::{compress_frame, decompress_frame_within};
 pub use stats::{CompressionStats, DataKind, KindStats, StatsSnapshot};
 pub use wire::{ColumnEncoding, EncodingByte};
 

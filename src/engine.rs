@@ -24,9 +24,9 @@ mod table;
 
 pub use changelog::CursorTooOld;
 pub use database::{
-    Database, EngineStats, FullAccess, LoggedChange, MemoryStats, MergeOutcome, PatchOutcome,
-    Payload, RowAccess, ScanRequest, ScanResult, ScannedRecord, ScannedState, SystemClock,
-    TableScope, WallClock, WriteOutcome,
+    Database, EngineStats, FullAccess, LoggedChange, ManualClock, MemoryStats, MergeOutcome,
+    PatchOutcome, Payload, RowAccess, ScanRequest, ScanResult, ScannedRecord, ScannedState,
+    SystemClock, TableScope, WallClock, WriteOutcome,
 };
 pub use error::{EngineError, ReadError, SchemaError, WriteError};
 pub use query::{

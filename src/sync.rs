@@ -62,7 +62,7 @@ impl ResponseError {
 
 /// Encodes a request message; bodies over 1 KiB travel as an LZ4 frame.
 pub fn encode_request<T: serde::Serialize>(kind: MessageKind, request: &T) -> Vec<u8> {
-    let body = rmp_serde::to_vec_named(request).unwrap_or_default();
+    let body = wire::body_of(request);
     wire::seal(kind, &body, body.len() > 1024)
 }
 

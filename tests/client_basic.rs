@@ -5,7 +5,6 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mobilesyncdb::client::{
@@ -14,7 +13,7 @@ use mobilesyncdb::client::{
 };
 use mobilesyncdb::config::{EngineConfig, SyncConfig};
 use mobilesyncdb::crdt::{ActorId, ChangeHash, ClientId, Record, Value};
-use mobilesyncdb::engine::{Database, WallClock};
+use mobilesyncdb::engine::{Database, ManualClock};
 use mobilesyncdb::schema::{FieldSpec, FieldType, Fields, TableSchema};
 use mobilesyncdb::sync::wire::MessageKind;
 use mobilesyncdb::sync::{
@@ -22,25 +21,6 @@ use mobilesyncdb::sync::{
 };
 
 const T0: u64 = 1_750_000_000_000;
-
-#[derive(Debug)]
-struct ManualClock(AtomicU64);
-
-impl ManualClock {
-    fn at(ms: u64) -> Arc<ManualClock> {
-        Arc::new(ManualClock(AtomicU64::new(ms)))
-    }
-
-    fn advance(&self, ms: u64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-}
-
-impl WallClock for ManualClock {
-    fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 fn todos() -> TableSchema {
     TableSchema::new("todos", "id")

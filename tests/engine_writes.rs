@@ -2,25 +2,15 @@
 //! the memory limit, as an app developer relies on them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use mobilesyncdb::config::{EngineConfig, RetentionPolicy};
 use mobilesyncdb::crdt::{
     ActorId, Causality, ClientId, Edit, PolicySpec, Record, Stamp, StampMeta, Value,
 };
 use mobilesyncdb::engine::{
-    Database, EngineError, Query, ReadError, SchemaError, WallClock, WriteError,
+    Database, EngineError, ManualClock, Query, ReadError, SchemaError, WallClock, WriteError,
 };
 use mobilesyncdb::schema::{FieldSpec, FieldType, Fields, TableSchema};
-
-#[derive(Debug)]
-struct ManualClock(AtomicU64);
-
-impl WallClock for ManualClock {
-    fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 fn todos() -> TableSchema {
     TableSchema::new("todos", "id")
@@ -34,7 +24,7 @@ fn todos() -> TableSchema {
 }
 
 fn database_with(config: EngineConfig) -> (Database, Arc<ManualClock>) {
-    let clock = Arc::new(ManualClock(AtomicU64::new(1_700_000_000_000)));
+    let clock = ManualClock::at(1_700_000_000_000);
     let database = Database::with_clock(config, clock.clone()).expect("valid config");
     database.create_table(todos()).expect("create table");
     (database, clock)
@@ -310,7 +300,7 @@ fn retention_by_age_uses_the_clock() {
     let (db, clock) = database_with(config);
     db.insert("todos", todo("old", "x"), &phone())
         .expect("insert");
-    clock.0.fetch_add(120_000, Ordering::SeqCst);
+    clock.advance(120_000);
     db.insert("todos", todo("new", "x"), &phone())
         .expect("insert");
     assert_eq!(db.horizon(), 1);
@@ -785,4 +775,58 @@ fn listed_changes_held_by_a_caller_do_not_skew_memory_accounting() {
     }
     assert_eq!(held.stats().memory.documents, twin.stats().memory.documents);
     assert!(kept.iter().all(|changes| !changes.is_empty()));
+}
+
+#[test]
+fn a_patch_at_a_base_version_keeps_unique_indexes_and_reads_heads_in_any_order() {
+    let (db, clock) = database_with(EngineConfig::default());
+    let server = ClientId::from("server");
+    let with_email = |id: &str, email: &str| {
+        let mut fields = todo(id, id);
+        fields.insert("email".into(), Value::str(email));
+        fields
+    };
+    db.insert("todos", with_email("t1", "a@x"), &server)
+        .expect("t1");
+    db.insert("todos", with_email("t2", "b@x"), &server)
+        .expect("t2");
+    let base = db.heads("todos", "t2").expect("table").expect("t2");
+    let taken = db.patch_at(
+        "todos",
+        "t2",
+        vec![Edit::set("email", "a@x")],
+        &base,
+        &server,
+    );
+    assert!(matches!(
+        write_error(taken),
+        WriteError::UniqueViolation { .. }
+    ));
+
+    // Two concurrent writers leave t2 with two heads.
+    let stored = db.record_bytes("todos", "t2").unwrap().unwrap();
+    let mut offline = Record::load(&stored).expect("load");
+    offline.set_actor(ActorId::from(b"phone-heads-0001".to_vec()));
+    let at = Stamp::at(clock.now_ms() + 5);
+    offline
+        .write(&[Edit::set("title", "phone")], &StampMeta::new(at, "phone"))
+        .expect("phone write");
+    db.patch("todos", "t2", vec![Edit::set("title", "server")], &server)
+        .expect("server write");
+    db.merge_changes("todos", "t2", offline.changes_since(&[]), &phone())
+        .expect("merge");
+    let mut heads = db.heads("todos", "t2").unwrap().unwrap();
+    assert_eq!(heads.len(), 2);
+    heads.reverse();
+    let outcome = db
+        .patch_at(
+            "todos",
+            "t2",
+            vec![Edit::set("done", true)],
+            &heads,
+            &server,
+        )
+        .expect("patch at the current heads, listed in another order");
+    assert_eq!(outcome.causality, Causality::After);
+    assert!(outcome.conflicted_fields.is_empty());
 }

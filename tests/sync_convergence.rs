@@ -25,7 +25,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,7 +34,7 @@ use mobilesyncdb::client::{
 };
 use mobilesyncdb::config::{EngineConfig, SyncConfig};
 use mobilesyncdb::crdt::{ActorId, Change, ChangeHash, ClientId, Edit, Record, Value};
-use mobilesyncdb::engine::{Database, WallClock};
+use mobilesyncdb::engine::{Database, ManualClock, WallClock};
 use mobilesyncdb::schema::{FieldSpec, FieldType, Fields, TableSchema};
 use mobilesyncdb::sync::wire::MessageKind;
 use mobilesyncdb::sync::{OpResult, OpStatus, PushResult, SyncServer, WireScope, decode_response};
@@ -55,30 +54,6 @@ const MAX_QUIET_PASSES: usize = 12;
 /// The largest message decoded by the recorders.
 const LIMIT: usize = 64 << 20;
 
-/// A wall clock tests move by hand.
-#[derive(Debug)]
-struct ManualClock(AtomicI64);
-
-impl ManualClock {
-    fn at(ms: i64) -> Arc<ManualClock> {
-        Arc::new(ManualClock(AtomicI64::new(ms)))
-    }
-
-    fn advance(&self, ms: i64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-
-    fn ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-impl WallClock for ManualClock {
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.ms()).unwrap_or(0)
-    }
-}
-
 /// A device clock that runs a fixed offset from the shared clock (well within
 /// the server's clock skew bound of 60 s).
 #[derive(Debug)]
@@ -89,7 +64,7 @@ struct DeviceClock {
 
 impl WallClock for DeviceClock {
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.base.ms() + self.offset_ms).unwrap_or(0)
+        self.base.now_ms().saturating_add_signed(self.offset_ms)
     }
 }
 
@@ -294,7 +269,7 @@ fn world(
     conditions: impl Fn(usize) -> NetworkConditions,
     rates: &FaultRates,
 ) -> World {
-    let clock = ManualClock::at(T0);
+    let clock = ManualClock::at(T0 as u64);
     let db = Database::with_clock(
         EngineConfig::default(),
         Arc::clone(&clock) as Arc<dyn WallClock>,
@@ -695,7 +670,7 @@ async fn random_edits_over_faulty_links_converge_to_the_servers_state() {
             server_edit(&world.db, &mut rng, seed);
             tally.server_writes += 1;
         }
-        world.clock.advance(ROUND.as_millis() as i64);
+        world.clock.advance(ROUND.as_millis() as u64);
         tokio::time::sleep(ROUND).await;
     }
     let passes = settle(&world, seed).await;

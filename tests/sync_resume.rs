@@ -20,7 +20,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,7 +29,7 @@ use mobilesyncdb::client::{
 };
 use mobilesyncdb::config::{EngineConfig, RetentionPolicy, SyncConfig};
 use mobilesyncdb::crdt::{ActorId, Change, ChangeHash, ClientId, Edit, Record, Value};
-use mobilesyncdb::engine::{Database, WallClock};
+use mobilesyncdb::engine::{Database, ManualClock, WallClock};
 use mobilesyncdb::schema::{FieldSpec, FieldType, Fields, TableSchema};
 use mobilesyncdb::sync::wire::{self, MessageKind, WireError};
 use mobilesyncdb::sync::{
@@ -41,25 +40,6 @@ use mobilesyncdb::sync::{
 const TABLE: &str = "todos";
 const T0: u64 = 1_750_000_000_000;
 const LIMIT: usize = 64 << 20;
-
-#[derive(Debug)]
-struct ManualClock(AtomicU64);
-
-impl ManualClock {
-    fn at(ms: u64) -> Arc<ManualClock> {
-        Arc::new(ManualClock(AtomicU64::new(ms)))
-    }
-
-    fn advance(&self, ms: u64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-}
-
-impl WallClock for ManualClock {
-    fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 /// Keeps a copy of every answer the server gives, before the network can damage
 /// or lose it.

@@ -56,6 +56,29 @@ impl WallClock for SystemClock {
     }
 }
 
+/// A wall clock moved by hand, for tests, simulations and replays: it reads
+/// what it was set to, and moves only when told.
+#[derive(Debug, Default)]
+pub struct ManualClock(std::sync::atomic::AtomicU64);
+
+impl ManualClock {
+    /// A clock reading `ms` milliseconds since the Unix epoch, ready to share.
+    pub fn at(ms: u64) -> Arc<ManualClock> {
+        Arc::new(ManualClock(std::sync::atomic::AtomicU64::new(ms)))
+    }
+
+    /// Moves the clock forward by `ms`.
+    pub fn advance(&self, ms: u64) {
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl WallClock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// What an accepted write did.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WriteOutcome {
@@ -284,7 +307,7 @@ impl Database {
         edits: Vec<Edit>,
         origin: &ClientId,
     ) -> Result<WriteOutcome, EngineError> {
-        Ok(self.write().patch(table, id, edits, origin)?)
+        Ok(self.write().patch(table, id, edits, None, origin)?.write)
     }
 
     /// Applies field edits as a writer that had seen the record only up to `base`
@@ -304,7 +327,7 @@ impl Database {
         base: &[ChangeHash],
         origin: &ClientId,
     ) -> Result<PatchOutcome, EngineError> {
-        Ok(self.write().patch_at(table, id, edits, base, origin)?)
+        Ok(self.write().patch(table, id, edits, Some(base), origin)?)
     }
 
     /// The heads of a record's document (its version), live or deleted.

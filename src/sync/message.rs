@@ -1,7 +1,7 @@
 //! The messages of the sync protocol, as Rust values. `wire` puts them in
 //! envelopes; `batch` gives a pull batch its columnar body.
 //!
-//! Every message body is a MessagePack map with the short keys named below
+//! Every message body is a MessagePack map keyed by the field names below
 //! (`docs/PROTOCOL.md` lists them byte by byte). Field values travel as plain
 //! MessagePack values ([`WireValue`]) and take their type from the table schema.
 
@@ -272,22 +272,11 @@ pub enum WireValue {
 }
 
 impl WireValue {
-    /// The value for a field of type `kind`: integers become timestamps or
-    /// counters for such fields, whole floats integers for integer fields.
+    /// The value for a field of type `kind`, with the schema's lossless
+    /// coercions (integers to timestamps or counters, whole floats to integers).
     /// Returns `None` when the value does not fit the type.
     pub fn typed(&self, kind: FieldType) -> Option<Value> {
-        let value = self.untyped();
-        let value = match (kind, value) {
-            (_, Value::Null) => Value::Null,
-            (FieldType::Timestamp, Value::Int(ms)) => Value::Timestamp(ms),
-            (FieldType::Counter, Value::Int(n)) => Value::Counter(n),
-            (FieldType::Integer, Value::Float(x)) if x.fract() == 0.0 && x.abs() < 9.0e15 => {
-                Value::Int(x as i64)
-            }
-            (FieldType::Float, Value::Int(n)) => Value::Float(n as f64),
-            (_, value) => value,
-        };
-        kind.check(value).ok()
+        kind.check(self.untyped()).ok()
     }
 
     /// The value with no schema type: arrays become lists, maps maps.

@@ -190,27 +190,18 @@ impl SyncServer {
     fn dispatch(&self, access: &dyn RowAccess, request: &[u8]) -> Result<Vec<u8>, SyncError> {
         let limit = self.inner.config.max_message_bytes;
         let opened = wire::open(request, limit)?;
-        let body = |kind| {
-            move |error: rmp_serde::decode::Error| WireError::Body {
-                kind,
-                message: error.to_string(),
-            }
-        };
         match opened.kind {
             MessageKind::PullRequest => {
-                let pull: PullRequest =
-                    rmp_serde::from_slice(&opened.body).map_err(body(MessageKind::PullRequest))?;
+                let pull: PullRequest = wire::decode_body(&opened, opened.kind)?;
                 Ok(self.pull(access, &pull)?.message)
             }
             MessageKind::PushRequest => {
-                let push: PushRequest =
-                    rmp_serde::from_slice(&opened.body).map_err(body(MessageKind::PushRequest))?;
+                let push: PushRequest = wire::decode_body(&opened, opened.kind)?;
                 let result = self.push(push)?;
                 Ok(wire::seal_value(MessageKind::PushResult, &result, false))
             }
             MessageKind::AckRequest => {
-                let ack: AckRequest =
-                    rmp_serde::from_slice(&opened.body).map_err(body(MessageKind::AckRequest))?;
+                let ack: AckRequest = wire::decode_body(&opened, opened.kind)?;
                 let result = self.ack(&ack)?;
                 Ok(wire::seal_value(MessageKind::AckResult, &result, false))
             }
@@ -356,13 +347,16 @@ impl SyncServer {
         }
         let origin = ClientId::from(request.device.as_str());
         let mut results = Vec::with_capacity(request.ops.len());
+        // Schemas of the tables patched so far: a push of many patches to one
+        // table reads its schema once.
+        let mut schemas = BTreeMap::new();
         for op in request.ops {
             if let Some(mut earlier) = self.remembered(&request.device, &op.op) {
                 earlier.status = OpStatus::Duplicate;
                 results.push(earlier);
                 continue;
             }
-            let result = self.apply(op, &origin);
+            let result = self.apply(op, &origin, &mut schemas);
             if result.status != OpStatus::Rejected {
                 self.remember(&request.device, &result);
             }
@@ -413,9 +407,14 @@ impl SyncServer {
         })
     }
 
-    fn apply(&self, op: PushOp, origin: &ClientId) -> OpResult {
+    fn apply(
+        &self,
+        op: PushOp,
+        origin: &ClientId,
+        schemas: &mut BTreeMap<String, TableSchema>,
+    ) -> OpResult {
         let op_id = op.op.clone();
-        match self.apply_op(op, origin) {
+        match self.apply_op(op, origin, schemas) {
             Ok(result) => result,
             Err((code, reason)) => {
                 debug!(op = %op_id, code, reason, "pushed operation rejected");
@@ -432,7 +431,12 @@ impl SyncServer {
         }
     }
 
-    fn apply_op(&self, op: PushOp, origin: &ClientId) -> Result<OpResult, (&'static str, String)> {
+    fn apply_op(
+        &self,
+        op: PushOp,
+        origin: &ClientId,
+        schemas: &mut BTreeMap<String, TableSchema>,
+    ) -> Result<OpResult, (&'static str, String)> {
         let db = &self.inner.db;
         let engine = |error: EngineError| (error.code(), error.to_string());
         let mut result = OpResult {
@@ -478,8 +482,12 @@ impl SyncServer {
             result.seqs.extend(outcome.seq);
             return Ok(result);
         }
-        let schema = schema_of(db, &op.table).map_err(|error| (error.code(), error.to_string()))?;
-        let fields = typed_fields(&schema, &op.set)?;
+        if !schemas.contains_key(&op.table) {
+            let schema =
+                schema_of(db, &op.table).map_err(|error| (error.code(), error.to_string()))?;
+            schemas.insert(op.table.clone(), schema);
+        }
+        let fields = typed_fields(&schemas[&op.table], &op.set)?;
         if op.insert {
             let outcome = db.insert(&op.table, fields, origin).map_err(engine)?;
             result.seqs.extend(outcome.seq);

@@ -17,10 +17,10 @@
 //! version, kind or codec, a length that disagrees with the bytes, or a checksum
 //! mismatch refuses the message with a [`WireError`], and nothing of it is applied.
 
-use std::io::Read;
-
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use crate::compress::{self, ColumnError};
 
 /// The first four bytes of every message.
 pub const MAGIC: [u8; 4] = *b"MSDB";
@@ -103,7 +103,7 @@ pub enum WireError {
     )]
     Checksum { declared: u32, actual: u32 },
     #[error("the LZ4 frame of the body is invalid: {0}")]
-    Lz4(#[source] std::io::Error),
+    Lz4(#[source] crate::compress::ColumnError),
     #[error("the body is not a valid {kind:?} message: {message}")]
     Body { kind: MessageKind, message: String },
 }
@@ -120,7 +120,10 @@ pub struct Opened {
 /// Puts `body` in an envelope; `compress` stores it as an LZ4 frame.
 pub fn seal(kind: MessageKind, body: &[u8], compress: bool) -> Vec<u8> {
     let (codec, stored) = if compress {
-        (Codec::Lz4MessagePack, lz4_frame(body))
+        (
+            Codec::Lz4MessagePack,
+            compress::compress_frame(Vec::new(), body),
+        )
     } else {
         (Codec::MessagePack, body.to_vec())
     };
@@ -146,12 +149,30 @@ fn seal_stored(kind: MessageKind, codec: Codec, stored: Vec<u8>) -> Vec<u8> {
     message
 }
 
+/// `value` as a MessagePack map with its field names as keys.
+pub fn body_of<T: Serialize>(value: &T) -> Vec<u8> {
+    rmp_serde::to_vec_named(value)
+        .expect("protocol messages always serialise: maps with string keys and plain values")
+}
+
 /// Serialises `value` as a MessagePack map and seals it.
 pub fn seal_value<T: Serialize>(kind: MessageKind, value: &T, compress: bool) -> Vec<u8> {
-    // Infallible for the protocol's types: maps with string keys, no
-    // non-serialisable values.
-    let body = rmp_serde::to_vec_named(value).unwrap_or_default();
-    seal(kind, &body, compress)
+    seal(kind, &body_of(value), compress)
+}
+
+/// Deserialises the body of an opened message of `kind`.
+///
+/// # Errors
+///
+/// [`WireError::Body`] when the body is not that message.
+pub fn decode_body<T: DeserializeOwned>(
+    opened: &Opened,
+    kind: MessageKind,
+) -> Result<T, WireError> {
+    rmp_serde::from_slice(&opened.body).map_err(|error| WireError::Body {
+        kind,
+        message: error.to_string(),
+    })
 }
 
 /// Checks a message whole and returns its body.
@@ -228,11 +249,7 @@ pub fn open_value<T: DeserializeOwned>(
             found: opened.kind,
         });
     }
-    let value = rmp_serde::from_slice(&opened.body).map_err(|error| WireError::Body {
-        kind: expected,
-        message: error.to_string(),
-    })?;
-    Ok((value, opened.checksum))
+    Ok((decode_body(&opened, expected)?, opened.checksum))
 }
 
 /// CRC-32 of the first 12 header bytes followed by the stored body.
@@ -243,25 +260,15 @@ fn checksum(header: &[u8], stored: &[u8]) -> u32 {
     hasher.finalize()
 }
 
-fn lz4_frame(body: &[u8]) -> Vec<u8> {
-    let mut encoder = lz4_flex::frame::FrameEncoder::new(Vec::with_capacity(body.len() / 2 + 64));
-    // Writing into a Vec cannot fail.
-    let _ = std::io::Write::write_all(&mut encoder, body);
-    encoder.finish().unwrap_or_default()
-}
-
 /// Decompresses an LZ4 frame, refusing output beyond `limit` bytes.
 fn unframe(stored: &[u8], limit: usize) -> Result<Vec<u8>, WireError> {
-    let decoder = lz4_flex::frame::FrameDecoder::new(stored);
-    let mut body = Vec::new();
-    let read = decoder
-        .take(limit as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(WireError::Lz4)?;
-    if read > limit {
-        return Err(WireError::TooLarge { len: read, limit });
-    }
-    Ok(body)
+    compress::decompress_frame_within(stored, limit).map_err(|error| match error {
+        ColumnError::AllocationTooLarge { claimed, .. } => WireError::TooLarge {
+            len: usize::try_from(claimed).unwrap_or(usize::MAX),
+            limit,
+        },
+        error => WireError::Lz4(error),
+    })
 }
 
 #[cfg(test)]

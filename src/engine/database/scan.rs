@@ -84,8 +84,9 @@ pub struct ScanRequest<'a> {
 /// The automerge storage bytes a client adds to its copy of a record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Payload {
-    /// Storage chunks, oldest first: change chunks, or a saved document first.
-    pub chunks: Vec<Vec<u8>>,
+    /// Storage chunks concatenated, oldest first: change chunks, or a saved
+    /// document first. Automerge loads them as one document.
+    pub bytes: Vec<u8>,
     /// True when the chunks are the whole document, so a client that has no
     /// local edits on the record may replace its copy by them; otherwise they
     /// are the changes after the cursor, to append.
@@ -94,11 +95,11 @@ pub struct Payload {
 
 impl Payload {
     pub fn len(&self) -> usize {
-        self.chunks.iter().map(Vec::len).sum()
+        self.bytes.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
+        self.bytes.is_empty()
     }
 }
 
@@ -330,11 +331,13 @@ impl Scanner<'_, '_> {
 /// The chunks of `stored` newer than `cursor` (all of them for cursor 0).
 fn payload(stored: &StoredRecord, cursor: u64) -> Payload {
     let whole = stored.chunks.first().is_none_or(|chunk| chunk.seq > cursor);
-    let chunks = stored
+    let mut bytes = Vec::new();
+    for chunk in stored
         .chunks
         .iter()
         .filter(|chunk| whole || chunk.seq > cursor)
-        .map(|chunk| chunk.bytes.to_vec())
-        .collect();
-    Payload { chunks, whole }
+    {
+        bytes.extend_from_slice(&chunk.bytes);
+    }
+    Payload { bytes, whole }
 }

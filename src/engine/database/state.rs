@@ -178,13 +178,18 @@ impl State {
         })
     }
 
+    /// Applies field edits to a live record. With `base` (the heads the writer had
+    /// seen) older than the record's heads, the change is made on the record as
+    /// it was then: concurrent with everything the record gained since, so
+    /// fields both touched keep every value for their policy to decide.
     pub(super) fn patch(
         &mut self,
         table: &str,
         id: &str,
         edits: Vec<Edit>,
+        base: Option<&[ChangeHash]>,
         origin: &ClientId,
-    ) -> Result<WriteOutcome, WriteError> {
+    ) -> Result<PatchOutcome, WriteError> {
         let table_id = self.table_id(table)?;
         let target = &self.tables[usize::from(table_id)];
         let slot = live_slot(target, id)?;
@@ -194,37 +199,20 @@ impl State {
         self.ensure_memory(predicted.heap_bytes() + ENTRY_OVERHEAD_BYTES + 256)?;
         let meta = self.stamp(origin);
         let record = self.load(table_id, slot)?;
-        self.commit(
-            Target::existing(table_id, slot, id),
-            record,
-            &meta,
-            Expected::Row(predicted),
-            |record| record.write(&edits, &meta),
-        )
-    }
-
-    /// A patch made on the record as it was at `base` (the heads the writer had
-    /// seen): concurrent with everything the record gained since, so fields both
-    /// touched keep every value for their policy to decide.
-    pub(super) fn patch_at(
-        &mut self,
-        table: &str,
-        id: &str,
-        edits: Vec<Edit>,
-        base: &[ChangeHash],
-        origin: &ClientId,
-    ) -> Result<PatchOutcome, WriteError> {
-        let table_id = self.table_id(table)?;
-        let target = &self.tables[usize::from(table_id)];
-        let slot = live_slot(target, id)?;
-        let edits = target.prepare_patch(id, edits)?;
-        self.ensure_memory(ENTRY_OVERHEAD_BYTES + 1024)?;
-        let meta = self.stamp(origin);
-        let record = self.load(table_id, slot)?;
-        let causality = if record.heads() == base {
-            Causality::After
-        } else {
-            Causality::Concurrent
+        let base = base.filter(|base| !same_heads(base, &record.heads()));
+        let Some(base) = base else {
+            let write = self.commit(
+                Target::existing(table_id, slot, id),
+                record,
+                &meta,
+                Expected::Row(predicted),
+                |record| record.write(&edits, &meta),
+            )?;
+            return Ok(PatchOutcome {
+                write,
+                causality: Causality::After,
+                conflicted_fields: Vec::new(),
+            });
         };
         let mut conflicted_fields = Vec::new();
         let write = self.commit(
@@ -245,7 +233,7 @@ impl State {
         )?;
         Ok(PatchOutcome {
             write,
-            causality,
+            causality: Causality::Concurrent,
             conflicted_fields,
         })
     }
@@ -592,6 +580,11 @@ fn release(chunk: Chunk, document_bytes: &mut usize) {
 /// A chunk's bytes plus its reference counts.
 fn chunk_cost(chunk: &Chunk) -> usize {
     chunk.len() + 2 * std::mem::size_of::<usize>()
+}
+
+/// Whether two sets of heads name the same changes, in any order.
+fn same_heads(left: &[ChangeHash], right: &[ChangeHash]) -> bool {
+    left.len() == right.len() && left.iter().all(|head| right.contains(head))
 }
 
 fn live_slot(table: &Table, id: &str) -> Result<u32, WriteError> {

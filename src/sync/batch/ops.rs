@@ -1,7 +1,9 @@
 //! What a payload's change chunks write: which fields they touch, and the last
 //! value each writes. The server uses it to send only changed fields, and to leave
 //! out values the payload already carries; the decoder uses the same reading to
-//! put those values back. Reading a change costs ~2 µs; loading a document ~70 µs.
+//! put those values back. Reading a record's changes costs ~5 µs on each side
+//! (reading all 33,758 insert changes of the 10 MB benchmark set added 332 ms to
+//! its initial sync, server and client together); loading a document ~70 µs.
 
 use automerge::{Change, legacy};
 use mobilesyncdb_crdt::Value;
@@ -48,8 +50,14 @@ impl OpsSummary {
     }
 }
 
-/// Reads change chunks; `None` when one is not a change chunk (a saved document).
-pub(super) fn summarise<'a>(
+/// Reads a payload of concatenated change chunks; `None` when it is not one (a
+/// saved document, or bytes that are not automerge storage).
+pub(super) fn read_payload(payload: &[u8], fields: &[(String, FieldType)]) -> Option<OpsSummary> {
+    summarise(split_chunks(payload)?.into_iter(), fields)
+}
+
+/// Reads change chunks; `None` when one is not a change chunk.
+fn summarise<'a>(
     chunks: impl Iterator<Item = &'a [u8]>,
     fields: &[(String, FieldType)],
 ) -> Option<OpsSummary> {
@@ -127,8 +135,7 @@ pub(super) fn fill_derived(
             .find(|position| bit(derived, *position))
             .map_or_else(String::new, |position| fields[position].0.clone())
     };
-    let chunks = split_chunks(payload).ok_or_else(first_missing)?;
-    let summary = summarise(chunks.into_iter(), fields).ok_or_else(first_missing)?;
+    let summary = read_payload(payload, fields).ok_or_else(first_missing)?;
     for (position, slot) in row.iter_mut().enumerate() {
         if bit(derived, position) {
             let value = summary.last[position]
@@ -180,8 +187,7 @@ mod tests {
 
     #[test]
     fn the_last_plain_put_of_each_field_is_derivable() {
-        let chunks = changes();
-        let summary = summarise(chunks.iter().map(Vec::as_slice), &fields()).unwrap();
+        let summary = read_payload(&changes().concat(), &fields()).unwrap();
         assert_eq!(summary.touched, [0b111]);
         assert!(!summary.opaque);
         assert_eq!(
