@@ -7,6 +7,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod load;
+mod server;
+
+pub use load::{ConfigSource, LoadError};
+pub use server::{
+    AccessRule, AuthConfig, Config, DEV_ADMIN_KEY, DEV_JWT_SECRET, LimitsConfig, ServerConfig,
+};
+
 /// How long the change log keeps entries. A client whose cursor is older than the
 /// log's horizon gets a compacted catch-up instead of the individual changes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,6 +162,16 @@ pub enum ConfigError {
     },
     #[error("`retention.min_entries` ({min}) must not exceed `retention.max_entries` ({max})")]
     RetentionFloorAboveCeiling { min: usize, max: usize },
+    #[error("`auth.jwt_secret` must be at least 32 bytes, got {length}")]
+    WeakSecret { length: usize },
+    #[error("every key in `auth.admin_keys` must be at least 16 bytes")]
+    WeakAdminKey,
+    #[error("`{setting}` must not be empty")]
+    Empty { setting: &'static str },
+    #[error(
+        "the development admin key or token secret would be exposed on {listen}: set `auth.admin_keys` and `auth.jwt_secret`, or listen on a loopback address"
+    )]
+    DevelopmentSecretsExposed { listen: std::net::SocketAddr },
 }
 
 impl EngineConfig {
@@ -183,7 +201,7 @@ impl EngineConfig {
     }
 }
 
-fn at_least(setting: &'static str, value: u64, minimum: u64) -> Result<(), ConfigError> {
+pub(crate) fn at_least(setting: &'static str, value: u64, minimum: u64) -> Result<(), ConfigError> {
     if value < minimum {
         return Err(ConfigError::TooSmall {
             setting,
@@ -194,7 +212,7 @@ fn at_least(setting: &'static str, value: u64, minimum: u64) -> Result<(), Confi
     Ok(())
 }
 
-mod duration_secs {
+pub(crate) mod duration_secs {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};

@@ -26,6 +26,7 @@ use crate::engine::row::Row;
 use crate::engine::table::{MAX_TABLES, Table};
 use crate::schema::{Fields, TableSchema};
 
+mod export;
 mod scan;
 mod state;
 
@@ -35,6 +36,112 @@ pub use scan::{
 };
 
 use state::State;
+
+/// Writes made on behalf of one caller; see [`Database::writer`].
+#[derive(Clone, Copy, Debug)]
+pub struct Writer<'a> {
+    db: &'a Database,
+    access: &'a dyn RowAccess,
+    version: Option<u64>,
+}
+
+impl Writer<'_> {
+    /// Makes patches and deletes conditional: they are refused with
+    /// [`WriteError::VersionMismatch`](crate::engine::WriteError::VersionMismatch)
+    /// unless the record is still at `version` (as [`Database::get_versioned`]
+    /// gave it). An HTTP `If-Match` maps here.
+    pub fn if_version(mut self, version: Option<u64>) -> Self {
+        self.version = version;
+        self
+    }
+
+    fn guard(&self) -> state::Guard<'_> {
+        state::Guard {
+            access: self.access,
+            version: self.version,
+        }
+    }
+
+    /// As [`Database::insert`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Database::insert`], and [`WriteError::AccessDenied`](crate::engine::WriteError::AccessDenied).
+    pub fn insert(
+        &self,
+        table: &str,
+        fields: Fields,
+        origin: &ClientId,
+    ) -> Result<WriteOutcome, EngineError> {
+        Ok(self.db.write().insert(table, fields, origin, self.access)?)
+    }
+
+    /// As [`Database::patch`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Database::patch`], and [`WriteError::AccessDenied`](crate::engine::WriteError::AccessDenied).
+    pub fn patch(
+        &self,
+        table: &str,
+        id: &str,
+        edits: Vec<Edit>,
+        origin: &ClientId,
+    ) -> Result<WriteOutcome, EngineError> {
+        let outcome = self
+            .db
+            .write()
+            .patch(table, id, edits, None, origin, self.guard())?;
+        Ok(outcome.write)
+    }
+
+    /// As [`Database::patch_at`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Database::patch_at`], and [`WriteError::AccessDenied`](crate::engine::WriteError::AccessDenied).
+    pub fn patch_at(
+        &self,
+        table: &str,
+        id: &str,
+        edits: Vec<Edit>,
+        base: &[ChangeHash],
+        origin: &ClientId,
+    ) -> Result<PatchOutcome, EngineError> {
+        let mut state = self.db.write();
+        Ok(state.patch(table, id, edits, Some(base), origin, self.guard())?)
+    }
+
+    /// As [`Database::delete`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Database::delete`].
+    pub fn delete(
+        &self,
+        table: &str,
+        id: &str,
+        origin: &ClientId,
+    ) -> Result<WriteOutcome, EngineError> {
+        Ok(self.db.write().delete(table, id, origin, self.guard())?)
+    }
+
+    /// As [`Database::merge_changes`]; the record must be in reach before and after.
+    ///
+    /// # Errors
+    ///
+    /// As [`Database::merge_changes`], and [`WriteError::AccessDenied`](crate::engine::WriteError::AccessDenied).
+    pub fn merge_changes(
+        &self,
+        table: &str,
+        id: &str,
+        changes: Vec<Change>,
+        origin: &ClientId,
+    ) -> Result<MergeOutcome, EngineError> {
+        let mut state = self.db.write();
+        Ok(state.merge_changes(table, id, changes, origin, self.access)?)
+    }
+}
 
 /// Where the engine reads wall time. Tests pass a manual clock.
 pub trait WallClock: Send + Sync + std::fmt::Debug {
@@ -292,7 +399,7 @@ impl Database {
         fields: Fields,
         origin: &ClientId,
     ) -> Result<WriteOutcome, EngineError> {
-        Ok(self.write().insert(table, fields, origin)?)
+        self.writer(&FullAccess).insert(table, fields, origin)
     }
 
     /// Applies field edits to an existing record.
@@ -307,7 +414,7 @@ impl Database {
         edits: Vec<Edit>,
         origin: &ClientId,
     ) -> Result<WriteOutcome, EngineError> {
-        Ok(self.write().patch(table, id, edits, None, origin)?.write)
+        self.writer(&FullAccess).patch(table, id, edits, origin)
     }
 
     /// Applies field edits as a writer that had seen the record only up to `base`
@@ -327,7 +434,7 @@ impl Database {
         base: &[ChangeHash],
         origin: &ClientId,
     ) -> Result<PatchOutcome, EngineError> {
-        Ok(self.write().patch(table, id, edits, Some(base), origin)?)
+        self.writer(&FullAccess).patch_at(table, id, edits, base, origin)
     }
 
     /// The heads of a record's document (its version), live or deleted.
@@ -375,6 +482,19 @@ impl Database {
         self.patch(table, id, edits, origin)
     }
 
+    /// Writes on behalf of a caller who reaches only the rows `access` admits: a
+    /// record out of reach is answered as missing ([`WriteError::NotFound`](crate::engine::WriteError::NotFound)), and a
+    /// write that would move a record out of reach is refused
+    /// ([`WriteError::AccessDenied`](crate::engine::WriteError::AccessDenied)). The methods of [`Database`] write with
+    /// [`FullAccess`].
+    pub fn writer<'a>(&'a self, access: &'a dyn RowAccess) -> Writer<'a> {
+        Writer {
+            db: self,
+            access,
+            version: None,
+        }
+    }
+
     /// Deletes a record: a tombstone change that syncs like any other. Works even
     /// at the memory limit.
     ///
@@ -387,7 +507,7 @@ impl Database {
         id: &str,
         origin: &ClientId,
     ) -> Result<WriteOutcome, EngineError> {
-        Ok(self.write().delete(table, id, origin)?)
+        self.writer(&FullAccess).delete(table, id, origin)
     }
 
     /// Merges automerge changes made elsewhere (a phone, another node) into a
@@ -405,7 +525,7 @@ impl Database {
         changes: Vec<Change>,
         origin: &ClientId,
     ) -> Result<MergeOutcome, EngineError> {
-        Ok(self.write().merge_changes(table, id, changes, origin)?)
+        self.writer(&FullAccess).merge_changes(table, id, changes, origin)
     }
 
     /// The visible row of a live record.
@@ -421,6 +541,23 @@ impl Database {
             .map(|slot| table.record(slot))
             .filter(|record| !record.deleted)
             .map(|record| record.row.clone()))
+    }
+
+    /// The visible row of a live record and its version: the sequence number of
+    /// its latest change, which every change to the record moves forward. HTTP
+    /// serves it as the `ETag`.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::UnknownTable`].
+    pub fn get_versioned(&self, table: &str, id: &str) -> Result<Option<(Row, u64)>, EngineError> {
+        let state = self.read();
+        let table = state.table(table)?;
+        Ok(table
+            .slot_of(id)
+            .map(|slot| table.record(slot))
+            .filter(|record| !record.deleted)
+            .map(|record| (record.row.clone(), record.latest_seq)))
     }
 
     /// The saved automerge bytes of a record (live or deleted).

@@ -103,6 +103,19 @@ pub enum WriteError {
     },
     #[error("table `{table}`: record `{record}` does not exist")]
     NotFound { table: String, record: String },
+    #[error(
+        "table `{table}`, record `{record}`: the write would move the record out of your reach (for example to another owner)"
+    )]
+    AccessDenied { table: String, record: String },
+    #[error(
+        "table `{table}`, record `{record}`: the record is at version {current}, not {expected}; read it again and reapply the change"
+    )]
+    VersionMismatch {
+        table: String,
+        record: String,
+        expected: u64,
+        current: u64,
+    },
     #[error("table `{table}`: record `{record}` already exists; patch it instead")]
     AlreadyExists { table: String, record: String },
     #[error(
@@ -194,6 +207,8 @@ impl WriteError {
             WriteError::NotACounter { .. } => "not_a_counter",
             WriteError::NotFound { .. } => "not_found",
             WriteError::AlreadyExists { .. } => "already_exists",
+            WriteError::AccessDenied { .. } => "access_denied",
+            WriteError::VersionMismatch { .. } => "version_mismatch",
             WriteError::UniqueViolation { .. } => "unique_violation",
             WriteError::RecordTooLarge { .. } => "record_too_large",
             WriteError::MemoryLimit { .. } => "memory_limit",

@@ -197,7 +197,7 @@ impl SyncServer {
             }
             MessageKind::PushRequest => {
                 let push: PushRequest = wire::decode_body(&opened, opened.kind)?;
-                let result = self.push(push)?;
+                let result = self.push_as(access, push)?;
                 Ok(wire::seal_value(MessageKind::PushResult, &result, false))
             }
             MessageKind::AckRequest => {
@@ -335,6 +335,21 @@ impl SyncServer {
     ///
     /// [`SyncError::NoDevice`] and [`SyncError::TooManyOps`] refuse the whole push.
     pub fn push(&self, request: PushRequest) -> Result<PushResult, SyncError> {
+        self.push_as(&FullAccess, request)
+    }
+
+    /// Applies pushed operations as a caller who reaches only the rows `access`
+    /// admits: an operation on a record out of reach is refused as `not_found`, and
+    /// one that would move a record out of reach as `access_denied`.
+    ///
+    /// # Errors
+    ///
+    /// As [`SyncServer::push`].
+    pub fn push_as(
+        &self,
+        access: &dyn RowAccess,
+        request: PushRequest,
+    ) -> Result<PushResult, SyncError> {
         if request.device.is_empty() {
             return Err(SyncError::NoDevice);
         }
@@ -356,7 +371,7 @@ impl SyncServer {
                 results.push(earlier);
                 continue;
             }
-            let result = self.apply(op, &origin, &mut schemas);
+            let result = self.apply(op, &origin, access, &mut schemas);
             if result.status != OpStatus::Rejected {
                 self.remember(&request.device, &result);
             }
@@ -411,10 +426,11 @@ impl SyncServer {
         &self,
         op: PushOp,
         origin: &ClientId,
+        access: &dyn RowAccess,
         schemas: &mut BTreeMap<String, TableSchema>,
     ) -> OpResult {
         let op_id = op.op.clone();
-        match self.apply_op(op, origin, schemas) {
+        match self.apply_op(op, origin, access, schemas) {
             Ok(result) => result,
             Err((code, reason)) => {
                 debug!(op = %op_id, code, reason, "pushed operation rejected");
@@ -435,9 +451,11 @@ impl SyncServer {
         &self,
         op: PushOp,
         origin: &ClientId,
+        access: &dyn RowAccess,
         schemas: &mut BTreeMap<String, TableSchema>,
     ) -> Result<OpResult, (&'static str, String)> {
-        let db = &self.inner.db;
+        let db = self.inner.db.writer(access);
+        let read = &self.inner.db;
         let engine = |error: EngineError| (error.code(), error.to_string());
         let mut result = OpResult {
             op: op.op.clone(),
@@ -484,7 +502,7 @@ impl SyncServer {
         }
         if !schemas.contains_key(&op.table) {
             let schema =
-                schema_of(db, &op.table).map_err(|error| (error.code(), error.to_string()))?;
+                schema_of(read, &op.table).map_err(|error| (error.code(), error.to_string()))?;
             schemas.insert(op.table.clone(), schema);
         }
         let fields = typed_fields(&schemas[&op.table], &op.set)?;

@@ -11,7 +11,7 @@ use mobilesyncdb_crdt::{
 };
 use tracing::{debug, info, warn};
 
-use super::{LoggedChange, MemoryStats, MergeOutcome, PatchOutcome, WallClock, WriteOutcome};
+use super::{LoggedChange, RowAccess, MemoryStats, MergeOutcome, PatchOutcome, WallClock, WriteOutcome};
 use crate::config::EngineConfig;
 use crate::engine::cache::DocCache;
 use crate::engine::changelog::{ChangeLog, Chunk, ENTRY_OVERHEAD_BYTES, LogEntry};
@@ -140,11 +140,15 @@ impl State {
         table: &str,
         fields: Fields,
         origin: &ClientId,
+        access: &dyn RowAccess,
     ) -> Result<WriteOutcome, WriteError> {
         let table_id = self.table_id(table)?;
         let target = &self.tables[usize::from(table_id)];
         let (id, edits) = target.prepare_insert(&fields)?;
         let existing = target.slot_of(&id);
+        if let Some(slot) = existing {
+            hidden_as_missing(target, slot, access)?;
+        }
         if existing.is_some_and(|slot| !target.record(slot).deleted) {
             return Err(WriteError::AlreadyExists {
                 table: table.to_owned(),
@@ -171,6 +175,7 @@ impl State {
             table: table_id,
             slot,
             id: &id,
+            access,
         };
         self.commit(target, record, &meta, expected, |record| match revive {
             true => record.revive(&edits, &meta),
@@ -189,10 +194,12 @@ impl State {
         edits: Vec<Edit>,
         base: Option<&[ChangeHash]>,
         origin: &ClientId,
+        guard: Guard<'_>,
     ) -> Result<PatchOutcome, WriteError> {
+        let access = guard.access;
         let table_id = self.table_id(table)?;
         let target = &self.tables[usize::from(table_id)];
-        let slot = live_slot(target, id)?;
+        let slot = live_slot(target, id, guard)?;
         let edits = target.prepare_patch(id, edits)?;
         let predicted = predicted_row(target, Some(slot), &edits);
         target.check_unique(Some(slot), &predicted, id)?;
@@ -202,7 +209,7 @@ impl State {
         let base = base.filter(|base| !same_heads(base, &record.heads()));
         let Some(base) = base else {
             let write = self.commit(
-                Target::existing(table_id, slot, id),
+                Target::existing(table_id, slot, id, access),
                 record,
                 &meta,
                 Expected::Row(predicted),
@@ -216,7 +223,7 @@ impl State {
         };
         let mut conflicted_fields = Vec::new();
         let write = self.commit(
-            Target::existing(table_id, slot, id),
+            Target::existing(table_id, slot, id, access),
             record,
             &meta,
             Expected::Derived,
@@ -243,13 +250,15 @@ impl State {
         table: &str,
         id: &str,
         origin: &ClientId,
+        guard: Guard<'_>,
     ) -> Result<WriteOutcome, WriteError> {
+        let access = guard.access;
         let table_id = self.table_id(table)?;
-        let slot = live_slot(&self.tables[usize::from(table_id)], id)?;
+        let slot = live_slot(&self.tables[usize::from(table_id)], id, guard)?;
         let meta = self.stamp(origin);
         let record = self.load(table_id, slot)?;
         self.commit(
-            Target::existing(table_id, slot, id),
+            Target::existing(table_id, slot, id, access),
             record,
             &meta,
             Expected::Deleted,
@@ -263,12 +272,16 @@ impl State {
         id: &str,
         changes: Vec<Change>,
         origin: &ClientId,
+        access: &dyn RowAccess,
     ) -> Result<MergeOutcome, WriteError> {
         let table_id = self.table_id(table)?;
+        let existing = self.tables[usize::from(table_id)].slot_of(id);
+        if let Some(slot) = existing {
+            hidden_as_missing(&self.tables[usize::from(table_id)], slot, access)?;
+        }
         self.check_stamps(table, id, &changes)?;
         let incoming: usize = changes.iter().map(|change| change.raw_bytes().len()).sum();
         self.ensure_memory(incoming * 3 + SLOT_BYTES)?;
-        let existing = self.tables[usize::from(table_id)].slot_of(id);
         let mut record = match existing {
             Some(slot) => self.load(table_id, slot)?,
             None => Record::new(self.actor.clone()),
@@ -292,6 +305,8 @@ impl State {
         let (row, open_conflict, deleted) = self.tables[usize::from(table_id)]
             .derive(&record)
             .map_err(|source| record_error(table, id, source))?;
+        // Refused here, the merged copy is dropped: the stored chunks never saw it.
+        kept_in_reach(&self.tables[usize::from(table_id)], id, &row, deleted, access)?;
         let logged = report
             .applied
             .iter()
@@ -398,6 +413,7 @@ impl State {
             table: table_id,
             slot,
             id,
+            access,
         } = target;
         let failed = |table: &Table, source| record_error(table.name(), id, source);
         let change = write(&mut record)
@@ -424,6 +440,7 @@ impl State {
                 .map_err(|source| failed(table, source))?,
             Expected::Deleted => (Row::new(Vec::new()), false),
         };
+        kept_in_reach(table, id, &row, deleted, access)?;
         let update = Update {
             record,
             logged: vec![(chunk, meta.stamp)],
@@ -538,16 +555,51 @@ struct Target<'a> {
     table: u16,
     slot: Option<u32>,
     id: &'a str,
+    /// Whose write it is: the record must be in reach before and after.
+    access: &'a dyn RowAccess,
 }
 
 impl<'a> Target<'a> {
-    fn existing(table: u16, slot: u32, id: &'a str) -> Target<'a> {
+    fn existing(table: u16, slot: u32, id: &'a str, access: &'a dyn RowAccess) -> Target<'a> {
         Target {
             table,
             slot: Some(slot),
             id,
+            access,
         }
     }
+}
+
+/// A live record the writer may not see is answered as missing, exactly as if
+/// it did not exist, so a refusal never tells that it does.
+fn hidden_as_missing(table: &Table, slot: u32, access: &dyn RowAccess) -> Result<(), WriteError> {
+    let stored = table.record(slot);
+    if stored.deleted || access.admits_all(table.name()) || access.admits(table.name(), &stored.row)
+    {
+        return Ok(());
+    }
+    Err(WriteError::NotFound {
+        table: table.name().to_owned(),
+        record: stored.id.to_string(),
+    })
+}
+
+/// A write may not leave a record where its writer could no longer see it (for
+/// example, give it to another owner).
+fn kept_in_reach(
+    table: &Table,
+    id: &str,
+    row: &Row,
+    deleted: bool,
+    access: &dyn RowAccess,
+) -> Result<(), WriteError> {
+    if deleted || access.admits_all(table.name()) || access.admits(table.name(), row) {
+        return Ok(());
+    }
+    Err(WriteError::AccessDenied {
+        table: table.name().to_owned(),
+        record: id.to_owned(),
+    })
 }
 
 /// The visible row a local write will leave.
@@ -587,14 +639,34 @@ fn same_heads(left: &[ChangeHash], right: &[ChangeHash]) -> bool {
     left.len() == right.len() && left.iter().all(|head| right.contains(head))
 }
 
-fn live_slot(table: &Table, id: &str) -> Result<u32, WriteError> {
-    table
+fn live_slot(table: &Table, id: &str, guard: Guard<'_>) -> Result<u32, WriteError> {
+    let slot = table
         .slot_of(id)
         .filter(|slot| !table.record(*slot).deleted)
         .ok_or_else(|| WriteError::NotFound {
             table: table.name().to_owned(),
             record: id.to_owned(),
-        })
+        })?;
+    hidden_as_missing(table, slot, guard.access)?;
+    let current = table.record(slot).latest_seq;
+    match guard.version {
+        Some(expected) if expected != current => Err(WriteError::VersionMismatch {
+            table: table.name().to_owned(),
+            record: id.to_owned(),
+            expected,
+            current,
+        }),
+        _ => Ok(slot),
+    }
+}
+
+/// Who writes, and on which version of the record the write was made.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Guard<'a> {
+    pub(super) access: &'a dyn RowAccess,
+    /// The record's version (its latest sequence number) the writer saw: when
+    /// the record changed since, the write is refused.
+    pub(super) version: Option<u64>,
 }
 
 fn record_error(table: &str, id: &str, source: mobilesyncdb_crdt::RecordError) -> WriteError {
