@@ -58,6 +58,7 @@
 
 mod config;
 mod error;
+mod http;
 mod network;
 mod queue;
 mod replica;
@@ -71,6 +72,7 @@ use mobilesyncdb_crdt::{ActorId, Record};
 
 pub use config::{ClientConfig, RetryPolicy};
 pub use error::{ApplyError, ClientError, TransportError, WriteError};
+pub use http::{HttpTransport, HttpTransportBuilder};
 pub use network::{Fault, FaultRates, NetworkConditions, NetworkStats, SimulatedNetwork};
 pub use queue::{QueuedOp, WriteQueue};
 pub use replica::{BatchOutcome, LocalRecord, LocalRow, LocalTable, Replica, derive_row};

@@ -11,7 +11,9 @@
 //! - [`sync`]: the differential sync protocol: sessions, pulls, pushes, the wire format.
 //! - [`compress`]: the column compression engine sync batches are encoded with.
 //! - [`client`]: the reference client: a local replica that syncs over any transport.
+//! - [`transfer`]: export and import of whole tables or the whole database, as files.
 
+pub mod api;
 pub mod client;
 pub mod compress;
 pub mod config;
@@ -19,6 +21,7 @@ pub mod dataset;
 pub mod engine;
 pub mod schema;
 pub mod sync;
+pub mod transfer;
 
 pub use mobilesyncdb_crdt as crdt;
 

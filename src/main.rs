@@ -1,7 +1,13 @@
 //! The `mobilesyncdb` command.
 //!
-//! `mobilesyncdb demo` loads the seeded demo data set into an in-memory database
-//! and prints what it holds: no setup, nothing written to disk.
+//! - `mobilesyncdb serve` runs the sync server (in memory, on 127.0.0.1:7700,
+//!   with development credentials unless configured).
+//! - `mobilesyncdb token` mints a client token with the configured secret.
+//! - `mobilesyncdb export` / `import` move tables to and from a running server.
+//! - `mobilesyncdb demo` loads the seeded demo data set into memory and prints
+//!   what it holds.
+
+mod cli;
 
 use std::time::Instant;
 
@@ -31,6 +37,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the sync server.
+    Serve(cli::ServeArgs),
+    /// Mint a client token (JWT) for a user's device with the configured secret.
+    Token(cli::TokenArgs),
+    /// Export tables from a running server to a file.
+    Export(cli::ExportArgs),
+    /// Import an export file into a running server.
+    Import(cli::ImportArgs),
     /// Load the seeded demo data set into memory and print statistics.
     Demo {
         /// Size of the data set in JSON bytes: 100kb, 1mb, 10mb or 100mb.
@@ -62,12 +76,21 @@ fn parse_size(text: &str) -> Result<usize, String> {
 }
 
 fn main() -> anyhow::Result<()> {
+    let command = Cli::parse().command;
+    let default_level = match command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
         )
         .init();
-    match Cli::parse().command {
+    match command {
+        Command::Serve(args) => cli::serve(args),
+        Command::Token(args) => cli::token(args),
+        Command::Export(args) => cli::export(args),
+        Command::Import(args) => cli::import(args),
         Command::Demo { size, seed } => demo(size, seed),
     }
 }

@@ -1,6 +1,8 @@
 //! What can go wrong in the client, one enum per concern, all convertible into
 //! [`ClientError`].
 
+use std::time::Duration;
+
 use mobilesyncdb_crdt::RecordError;
 
 use crate::schema::TypeMismatch;
@@ -22,6 +24,77 @@ pub enum TransportError {
     TimedOut { timeout_ms: u64 },
     #[error("the in-process server task failed: {0}; this is a bug in the server")]
     ServerTask(#[source] tokio::task::JoinError),
+    /// No HTTP connection could be made (refused, unresolvable, TLS failure,
+    /// connect timeout): the request surely did not reach the server.
+    #[error("cannot connect to the sync server: {source}; retry when the device is back online")]
+    Connect {
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The HTTP exchange broke after the connection was made: the server may
+    /// have applied the request.
+    #[error(
+        "the HTTP exchange with the sync server failed: {source}; the server may have applied the request, so retry it unchanged"
+    )]
+    Http {
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The server (or a proxy before it) answered with something other than a
+    /// sync message: a `problem+json` document for 401, 403, 413, 429, 5xx…
+    /// `code` and `detail` come from the problem document when there is one;
+    /// `retry_after` from the `Retry-After` header (429, 503).
+    #[error(
+        "the sync server answered HTTP {status} ({}): {detail}",
+        .code.as_deref().unwrap_or("no problem code")
+    )]
+    HttpStatus {
+        status: u16,
+        code: Option<String>,
+        detail: String,
+        retry_after: Option<Duration>,
+    },
+    /// The HTTP transport cannot be built: a bad base URL or token.
+    #[error("the HTTP transport is misconfigured: {problem}")]
+    InvalidEndpoint { problem: String },
+    /// The bytes given to the HTTP transport are not a pull, push or ack
+    /// request, so no endpoint takes them. A bug in the caller.
+    #[error(
+        "the message (kind byte {kind:?}) is not a pull, push or ack request; no sync endpoint takes it"
+    )]
+    NotARequest { kind: Option<u8> },
+}
+
+impl TransportError {
+    /// True when sending the same request again may succeed: the network
+    /// failed, the server is overloaded or briefly unavailable (408, 429, 500,
+    /// 502, 503, 504). An authentication failure (401), a refusal (403), a
+    /// message too large (413) or a misconfiguration fails the same way again.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            TransportError::HttpStatus { status, .. } => {
+                matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
+            }
+            TransportError::InvalidEndpoint { .. } | TransportError::NotARequest { .. } => false,
+            _ => true,
+        }
+    }
+
+    /// How long the server asked to wait before a retry (`Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            TransportError::HttpStatus { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The HTTP status of an answer that was not a sync message.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            TransportError::HttpStatus { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
 }
 
 /// A pull batch that cannot be stored. Nothing of the batch was stored.
@@ -146,16 +219,30 @@ impl ClientError {
     /// or a message was damaged on the way.
     pub fn is_retryable(&self) -> bool {
         match self {
-            ClientError::Transport(_) | ClientError::InvalidResponse(_) => true,
+            ClientError::Transport(error) => error.is_retryable(),
+            ClientError::InvalidResponse(_) => true,
             ClientError::Refused { code, .. } => RETRYABLE_CODES.contains(&code.as_str()),
             _ => false,
         }
     }
 
-    /// The server's error code, when the server refused the request.
+    /// How long the server asked to wait before a retry, when it said
+    /// (`Retry-After` of an HTTP 429 or 503).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ClientError::Transport(error) => error.retry_after(),
+            _ => None,
+        }
+    }
+
+    /// The server's error code, when the server refused the request (in a sync
+    /// error message, or in the problem document of an HTTP error).
     pub fn code(&self) -> Option<&str> {
         match self {
             ClientError::Refused { code, .. } => Some(code),
+            ClientError::Transport(TransportError::HttpStatus {
+                code: Some(code), ..
+            }) => Some(code),
             _ => None,
         }
     }

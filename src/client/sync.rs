@@ -342,7 +342,12 @@ impl<T: Transport> Client<T> {
             }
             debug!(device = %self.inner.config.device, %error, tries, "request failed; retrying");
             self.count(|stats| stats.retries += 1);
-            tokio::time::sleep(policy.backoff(tries)).await;
+            // A server that said when to come back (429, 503) is not asked sooner.
+            let backoff = policy.backoff(tries);
+            let wait = error
+                .retry_after()
+                .map_or(backoff, |after| after.max(backoff));
+            tokio::time::sleep(wait).await;
         }
     }
 

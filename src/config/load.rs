@@ -68,7 +68,12 @@ impl ConfigSource {
                 continue;
             };
             let path = path.to_ascii_lowercase().replace("__", ".");
-            assign(&mut merged, &path, value, &format!("environment variable {name}"))?;
+            assign(
+                &mut merged,
+                &path,
+                value,
+                &format!("environment variable {name}"),
+            )?;
         }
         for setting in &self.overrides {
             let (path, value) =
@@ -84,7 +89,7 @@ impl ConfigSource {
                 .try_into()
                 .map_err(|error: toml::de::Error| LoadError::Invalid {
                     origin: self.origin(),
-                    message: error.message().to_owned(),
+                    message: error.to_string().trim().to_owned(),
                 })?;
         config.validate()?;
         Ok(config)
@@ -143,7 +148,11 @@ fn assign(table: &mut toml::Table, path: &str, raw: &str, origin: &str) -> Resul
 mod tests {
     use super::*;
 
-    fn source(file: Option<&str>, env: &[(&str, &str)], flags: &[&str]) -> Result<Config, LoadError> {
+    fn source(
+        file: Option<&str>,
+        env: &[(&str, &str)],
+        flags: &[&str],
+    ) -> Result<Config, LoadError> {
         let file = file.map(|text| {
             let path = std::env::temp_dir().join(format!(
                 "msdb-config-{}-{}.toml",
@@ -176,8 +185,12 @@ mod tests {
 
     #[test]
     fn flags_override_environment_which_overrides_the_file() {
-        let file = "[server]\nlisten = \"127.0.0.1:1000\"\nmax_connections = 5\n[limits]\nburst = 7\n";
-        let env = [("MSDB_SERVER__LISTEN", "127.0.0.1:2000"), ("MSDB_LIMITS__BURST", "9")];
+        let file =
+            "[server]\nlisten = \"127.0.0.1:1000\"\nmax_connections = 5\n[limits]\nburst = 7\n";
+        let env = [
+            ("MSDB_SERVER__LISTEN", "127.0.0.1:2000"),
+            ("MSDB_LIMITS__BURST", "9"),
+        ];
         let config = source(Some(file), &env, &["server.listen=127.0.0.1:3000"]).expect("loads");
         assert_eq!(config.server.listen.port(), 3000);
         assert_eq!(config.server.max_connections, 5);
@@ -187,7 +200,10 @@ mod tests {
     #[test]
     fn access_rules_and_lists_are_read() {
         let file = "[access.notes]\nkind = \"owner\"\nfield = \"owner\"\n[access.tags]\nkind = \"read_only\"\n";
-        let env = [("MSDB_AUTH__ADMIN_KEYS", "[\"0123456789abcdef0\", \"fedcba98765432100\"]")];
+        let env = [(
+            "MSDB_AUTH__ADMIN_KEYS",
+            "[\"0123456789abcdef0\", \"fedcba98765432100\"]",
+        )];
         let config = source(Some(file), &env, &[]).expect("loads");
         assert_eq!(config.auth.admin_keys.len(), 2);
         assert_eq!(
@@ -200,13 +216,18 @@ mod tests {
 
     #[test]
     fn bad_settings_name_their_source() {
-        let error = source(None, &[("MSDB_SERVER__LISTEN", "nowhere")], &[]).expect_err("bad address");
+        let error =
+            source(None, &[("MSDB_SERVER__LISTEN", "nowhere")], &[]).expect_err("bad address");
         assert!(error.to_string().contains("listen"), "{error}");
         let error = source(None, &[], &["server.nothing=1"]).expect_err("unknown setting");
         assert!(error.to_string().contains("nothing"), "{error}");
         let error = source(None, &[], &["auth.jwt_secret=short"]).expect_err("weak secret");
-        assert!(matches!(error, LoadError::OutOfRange(ConfigError::WeakSecret { .. })));
-        let error = source(None, &[], &["server.listen=0.0.0.0:7700"]).expect_err("dev secrets exposed");
+        assert!(matches!(
+            error,
+            LoadError::OutOfRange(ConfigError::WeakSecret { .. })
+        ));
+        let error =
+            source(None, &[], &["server.listen=0.0.0.0:7700"]).expect_err("dev secrets exposed");
         assert!(matches!(
             error,
             LoadError::OutOfRange(ConfigError::DevelopmentSecretsExposed { .. })

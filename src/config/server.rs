@@ -119,7 +119,10 @@ impl std::fmt::Debug for AuthConfig {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
             .debug_struct("AuthConfig")
-            .field("admin_keys", &format_args!("[{} redacted]", self.admin_keys.len()))
+            .field(
+                "admin_keys",
+                &format_args!("[{} redacted]", self.admin_keys.len()),
+            )
             .field("jwt_secret", &"redacted")
             .field("audience", &self.audience)
             .field("issuer", &self.issuer)
@@ -180,7 +183,11 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.engine.validate()?;
         self.sync.validate()?;
-        at_least("server.max_connections", self.server.max_connections as u64, 1)?;
+        at_least(
+            "server.max_connections",
+            self.server.max_connections as u64,
+            1,
+        )?;
         at_least(
             "server.header_read_timeout",
             self.server.header_read_timeout.as_secs(),
@@ -196,9 +203,17 @@ impl Config {
             self.limits.max_sync_body_bytes,
             1 << 10,
         )?;
-        at_least("limits.requests_per_second", u64::from(self.limits.requests_per_second), 1)?;
+        at_least(
+            "limits.requests_per_second",
+            u64::from(self.limits.requests_per_second),
+            1,
+        )?;
         at_least("limits.burst", u64::from(self.limits.burst), 1)?;
-        at_least("limits.rate_limit_keys", self.limits.rate_limit_keys as u64, 1)?;
+        at_least(
+            "limits.rate_limit_keys",
+            self.limits.rate_limit_keys as u64,
+            1,
+        )?;
         if self.auth.jwt_secret.len() < 32 {
             return Err(ConfigError::WeakSecret {
                 length: self.auth.jwt_secret.len(),

@@ -434,7 +434,8 @@ impl Database {
         base: &[ChangeHash],
         origin: &ClientId,
     ) -> Result<PatchOutcome, EngineError> {
-        self.writer(&FullAccess).patch_at(table, id, edits, base, origin)
+        self.writer(&FullAccess)
+            .patch_at(table, id, edits, base, origin)
     }
 
     /// The heads of a record's document (its version), live or deleted.
@@ -525,7 +526,8 @@ impl Database {
         changes: Vec<Change>,
         origin: &ClientId,
     ) -> Result<MergeOutcome, EngineError> {
-        self.writer(&FullAccess).merge_changes(table, id, changes, origin)
+        self.writer(&FullAccess)
+            .merge_changes(table, id, changes, origin)
     }
 
     /// The visible row of a live record.

@@ -58,8 +58,14 @@ pub enum SyncError {
         found: u32,
         served: u32,
     },
-    #[error("a {kind:?} message is not a request")]
+    #[error("a {kind:?} message is not a request for this route")]
     NotARequest { kind: MessageKind },
+    #[error(
+        "the request names device `{named}` but the token is for device `{token}`; leave the device out or use that device's token"
+    )]
+    DeviceMismatch { named: String, token: String },
+    #[error("the JSON body is not a valid request: {problem}")]
+    BadJson { problem: String },
     #[error(transparent)]
     Engine(#[from] EngineError),
 }
@@ -80,6 +86,8 @@ impl SyncError {
             SyncError::CursorAhead { .. } => "cursor_ahead",
             SyncError::ChecksumMismatch { .. } => "checksum_mismatch",
             SyncError::NotARequest { .. } => "not_a_request",
+            SyncError::DeviceMismatch { .. } => "device_mismatch",
+            SyncError::BadJson { .. } => "bad_json",
             SyncError::Engine(error) => error.code(),
         }
     }
@@ -164,6 +172,12 @@ impl SyncServer {
     /// Every live session.
     pub fn sessions(&self) -> Vec<SessionInfo> {
         self.sessions_lock().list()
+    }
+
+    /// Ends a device's session: its cursor and remembered operation ids are
+    /// forgotten (the device keeps its own cursor). True when there was one.
+    pub fn end_session(&self, device: &str) -> bool {
+        self.sessions_lock().end(device)
     }
 
     /// Answers one protocol message with full access to every row.

@@ -110,6 +110,11 @@ impl Sessions {
             .collect()
     }
 
+    /// Forgets a device's session; true when there was one.
+    pub(crate) fn end(&mut self, device: &str) -> bool {
+        self.sessions.pop(device).is_some()
+    }
+
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.sessions.len()

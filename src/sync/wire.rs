@@ -39,6 +39,12 @@ pub enum MessageKind {
     PushResult = 4,
     AckRequest = 5,
     AckResult = 6,
+    /// The first frame of a binary export file (`crate::transfer`).
+    ExportHeader = 0x10,
+    /// A frame of records of a binary export file.
+    ExportRecords = 0x11,
+    /// The last frame of a binary export file: record count and checksum.
+    ExportEnd = 0x12,
     Error = 0x7F,
 }
 
@@ -51,6 +57,9 @@ impl MessageKind {
             4 => MessageKind::PushResult,
             5 => MessageKind::AckRequest,
             6 => MessageKind::AckResult,
+            0x10 => MessageKind::ExportHeader,
+            0x11 => MessageKind::ExportRecords,
+            0x12 => MessageKind::ExportEnd,
             0x7F => MessageKind::Error,
             _ => return None,
         })

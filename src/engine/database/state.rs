@@ -11,7 +11,9 @@ use mobilesyncdb_crdt::{
 };
 use tracing::{debug, info, warn};
 
-use super::{LoggedChange, RowAccess, MemoryStats, MergeOutcome, PatchOutcome, WallClock, WriteOutcome};
+use super::{
+    LoggedChange, MemoryStats, MergeOutcome, PatchOutcome, RowAccess, WallClock, WriteOutcome,
+};
 use crate::config::EngineConfig;
 use crate::engine::cache::DocCache;
 use crate::engine::changelog::{ChangeLog, Chunk, ENTRY_OVERHEAD_BYTES, LogEntry};
@@ -306,7 +308,13 @@ impl State {
             .derive(&record)
             .map_err(|source| record_error(table, id, source))?;
         // Refused here, the merged copy is dropped: the stored chunks never saw it.
-        kept_in_reach(&self.tables[usize::from(table_id)], id, &row, deleted, access)?;
+        kept_in_reach(
+            &self.tables[usize::from(table_id)],
+            id,
+            &row,
+            deleted,
+            access,
+        )?;
         let logged = report
             .applied
             .iter()

@@ -1,0 +1,77 @@
+//! The HTTP API: warp routes served through hyper-util.
+//!
+//! - [`start`] binds and serves a [`Config`]; the [`ServerHandle`] it returns
+//!   gives the address and shuts the server down gracefully.
+//! - Authentication: admin API keys and client tokens (JWT, HS256) carrying a
+//!   user and a device ([`auth`]); per-table access rules decide which rows a
+//!   token reaches on every read, query, pull and push.
+//! - Routes: tables, records (with `ETag`/`If-Match`), queries, sync (JSON, or
+//!   the binary protocol by content negotiation), sessions, export and import,
+//!   health, statistics, Prometheus metrics, and the OpenAPI 3.1 document at
+//!   `/openapi.json`.
+//! - Every error is an `application/problem+json` document ([`Problem`]).
+//!
+//! Only this module knows HTTP.
+
+mod access;
+pub mod auth;
+mod limit;
+mod metrics;
+pub mod openapi;
+mod problem;
+mod routes;
+mod serve;
+mod state;
+
+pub use access::AccessRules;
+pub use auth::{Authenticator, Claims, Principal};
+pub use problem::{PROBLEM_BASE, Problem};
+pub use routes::SYNC_CONTENT_TYPE;
+pub use serve::ServerHandle;
+pub use state::AppState;
+
+use crate::config::Config;
+use crate::engine::Database;
+use crate::sync::SyncServer;
+
+/// A server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Starts a server with a new in-memory database.
+///
+/// # Errors
+///
+/// [`StartError`] for a bad configuration or an address that cannot be bound.
+pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
+    config.validate()?;
+    let db = Database::new(config.engine.clone())?;
+    start_with(config, db).await
+}
+
+/// Starts a server on an existing database (tables created, data loaded).
+///
+/// # Errors
+///
+/// As [`start`].
+pub async fn start_with(config: Config, db: Database) -> Result<ServerHandle, StartError> {
+    config.validate()?;
+    let sync = SyncServer::new(db, config.sync.clone())?;
+    let addr = config.server.listen;
+    let state = AppState::new(config, sync);
+    serve::start(state)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}

@@ -1,0 +1,239 @@
+//! Per-table access rules, applied to every read, query, pull and push a client
+//! token makes. Admin keys reach everything.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use mobilesyncdb_crdt::Value;
+
+use crate::api::auth::Principal;
+use crate::api::problem::Problem;
+use crate::config::AccessRule;
+use crate::engine::{Database, Filter, FullAccess, Row, RowAccess};
+
+/// The rules of every table, changed at runtime by admins.
+#[derive(Debug, Default)]
+pub struct AccessRules {
+    rules: RwLock<BTreeMap<String, AccessRule>>,
+}
+
+/// What a caller may do with one table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Reach {
+    /// Every row.
+    All,
+    /// Rows whose field at `position` holds `user`.
+    Owned { field: String, position: usize },
+    /// Nothing.
+    None,
+}
+
+impl AccessRules {
+    pub fn new(rules: BTreeMap<String, AccessRule>) -> AccessRules {
+        AccessRules {
+            rules: RwLock::new(rules),
+        }
+    }
+
+    pub fn get(&self, table: &str) -> Option<AccessRule> {
+        self.read().get(table).cloned()
+    }
+
+    pub fn set(&self, table: &str, rule: AccessRule) {
+        self.rules
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(table.to_owned(), rule);
+    }
+
+    pub fn all(&self) -> BTreeMap<String, AccessRule> {
+        self.read().clone()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, AccessRule>> {
+        self.rules
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The caller's view for reads (gets, queries, pulls).
+    pub fn reader(&self, principal: &Principal, db: &Database) -> Arc<dyn RowAccess> {
+        self.view(principal, db, false)
+    }
+
+    /// The caller's view for writes (creates, patches, deletes, pushes): a
+    /// read-only table admits no row.
+    pub fn writer(&self, principal: &Principal, db: &Database) -> Arc<dyn RowAccess> {
+        self.view(principal, db, true)
+    }
+
+    fn view(&self, principal: &Principal, db: &Database, writing: bool) -> Arc<dyn RowAccess> {
+        let Principal::User { user, .. } = principal else {
+            return Arc::new(FullAccess);
+        };
+        let rules = self.read();
+        let tables = db
+            .schemas()
+            .into_iter()
+            .map(|schema| {
+                let reach = match rules.get(&schema.name) {
+                    Some(AccessRule::Shared) => Reach::All,
+                    Some(AccessRule::ReadOnly) if !writing => Reach::All,
+                    Some(AccessRule::Owner { field }) => {
+                        schema
+                            .position(field)
+                            .map_or(Reach::None, |position| Reach::Owned {
+                                field: field.clone(),
+                                position,
+                            })
+                    }
+                    _ => Reach::None,
+                };
+                (schema.name, reach)
+            })
+            .collect();
+        Arc::new(UserAccess {
+            user: user.clone(),
+            tables,
+        })
+    }
+
+    /// Whether the caller may see the table at all: a table it may not see is
+    /// answered as missing.
+    ///
+    /// # Errors
+    ///
+    /// [`Problem::no_table`].
+    pub fn check_visible(&self, principal: &Principal, table: &str) -> Result<(), Problem> {
+        match (principal, self.get(table)) {
+            (Principal::Admin, _) => Ok(()),
+            (_, Some(AccessRule::Private) | None) => Err(Problem::no_table(table)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the caller may write the table.
+    ///
+    /// # Errors
+    ///
+    /// [`Problem::no_table`] for a table it may not see, 403 `read_only` for one
+    /// it may only read.
+    pub fn check_writable(&self, principal: &Principal, table: &str) -> Result<(), Problem> {
+        self.check_visible(principal, table)?;
+        match (principal, self.get(table)) {
+            (Principal::User { .. }, Some(AccessRule::ReadOnly)) => Err(Problem::forbidden(
+                "read_only",
+                format!("table `{table}` is read-only for client tokens"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The filter a query by this caller gets: its own rows of an owned table.
+    pub fn query_filter(&self, principal: &Principal, table: &str) -> Option<Filter> {
+        let Principal::User { user, .. } = principal else {
+            return None;
+        };
+        match self.get(table) {
+            Some(AccessRule::Owner { field }) => Some(Filter::eq(field, user.as_str())),
+            _ => None,
+        }
+    }
+
+    /// The owner field of an owned table, for filling it in on create.
+    pub fn owner_field(&self, table: &str) -> Option<String> {
+        match self.get(table) {
+            Some(AccessRule::Owner { field }) => Some(field),
+            _ => None,
+        }
+    }
+}
+
+/// A client token's view of the tables.
+#[derive(Debug)]
+struct UserAccess {
+    user: String,
+    tables: BTreeMap<String, Reach>,
+}
+
+impl RowAccess for UserAccess {
+    fn admits(&self, table: &str, row: &Row) -> bool {
+        match self.tables.get(table) {
+            Some(Reach::All) => true,
+            Some(Reach::Owned { position, .. }) => {
+                matches!(row.get(*position), Value::Str(owner) if *owner == *self.user)
+            }
+            Some(Reach::None) | None => false,
+        }
+    }
+
+    fn admits_all(&self, table: &str) -> bool {
+        matches!(self.tables.get(table), Some(Reach::All))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EngineConfig;
+    use crate::crdt::ClientId;
+    use crate::schema::{FieldSpec, FieldType, TableSchema};
+
+    fn database() -> Database {
+        let db = Database::new(EngineConfig::default()).expect("database");
+        db.create_table(
+            TableSchema::new("notes", "id")
+                .field(FieldSpec::new("owner", FieldType::String))
+                .field(FieldSpec::new("text", FieldType::String))
+                .index("owner"),
+        )
+        .expect("table");
+        db
+    }
+
+    fn user(name: &str) -> Principal {
+        Principal::User {
+            user: name.into(),
+            device: "d".into(),
+        }
+    }
+
+    #[test]
+    fn owners_reach_only_their_rows() {
+        let db = database();
+        let rules = AccessRules::new(BTreeMap::from([(
+            "notes".to_owned(),
+            AccessRule::Owner {
+                field: "owner".into(),
+            },
+        )]));
+        let origin = ClientId::from("test");
+        let fields = |id: &str, owner: &str| {
+            BTreeMap::from([
+                ("id".to_owned(), Value::str(id)),
+                ("owner".to_owned(), Value::str(owner)),
+            ])
+        };
+        let alice = rules.writer(&user("alice"), &db);
+        db.writer(alice.as_ref())
+            .insert("notes", fields("a1", "alice"), &origin)
+            .expect("own row");
+        let refused = db
+            .writer(alice.as_ref())
+            .insert("notes", fields("b1", "bob"), &origin)
+            .expect_err("someone else's row");
+        assert_eq!(refused.code(), "access_denied");
+        db.insert("notes", fields("b2", "bob"), &origin)
+            .expect("admin");
+        let hidden = db
+            .writer(alice.as_ref())
+            .delete("notes", "b2", &origin)
+            .expect_err("hidden row");
+        assert_eq!(hidden.code(), "not_found");
+        let reader = rules.reader(&user("alice"), &db);
+        let row = db.get("notes", "b2").expect("get").expect("row");
+        assert!(!reader.admits("notes", &row));
+        assert!(rules.check_visible(&user("alice"), "notes").is_ok());
+        assert!(rules.check_visible(&user("alice"), "other").is_err());
+    }
+}

@@ -1,0 +1,650 @@
+//! Sync over HTTP: pull, push and acknowledge, as JSON by default and as the
+//! binary messages of `docs/PROTOCOL.md` by content negotiation; sessions.
+//!
+//! A client token syncs as its own device: the device of a request must be the
+//! token's (or be left out), and only the rows the tables' access rules give the
+//! token's user are pulled or pushed.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tracing::debug;
+use warp::http::{HeaderValue, StatusCode, header};
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+use crate::api::auth::Principal;
+use crate::api::problem::{Problem, sync_status};
+use crate::api::routes::{SYNC_CONTENT_TYPE, answer, blocking, body, caller, json, with_state};
+use crate::api::state::AppState;
+use crate::schema::value_to_json;
+use crate::sync::wire::{self, MessageKind};
+use crate::sync::{
+    AckRequest, DeltaState, ErrorBody, PullRequest, PushOp, PushRequest, SessionInfo, SyncError,
+    decode_batch,
+};
+
+pub(crate) fn routes(
+    state: AppState,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
+    let limit = state.config().limits.max_sync_body_bytes;
+    let exchange = |kind: MessageKind| {
+        warp::post()
+            .and(with_state(state.clone()))
+            .and(caller(state.clone()))
+            .and(warp::header::optional::<String>("content-type"))
+            .and(warp::header::optional::<String>("accept"))
+            .and(body(limit))
+            .map(move |state, principal, content_type, accept, bytes| {
+                (
+                    state,
+                    principal,
+                    Exchange {
+                        kind,
+                        content_type,
+                        accept,
+                        bytes,
+                    },
+                )
+            })
+            .untuple_one()
+    };
+    let pull = warp::path!("v1" / "sync" / "pull")
+        .and(exchange(MessageKind::PullRequest))
+        .then(|state, principal, request| answer(pull(state, principal, request)));
+    let push = warp::path!("v1" / "sync" / "push")
+        .and(exchange(MessageKind::PushRequest))
+        .then(|state, principal, request| answer(push(state, principal, request)));
+    let ack = warp::path!("v1" / "sync" / "ack")
+        .and(exchange(MessageKind::AckRequest))
+        .then(|state, principal, request| answer(ack(state, principal, request)));
+    let sessions = warp::path!("v1" / "sync" / "sessions")
+        .and(warp::get())
+        .and(with_state(state.clone()))
+        .and(caller(state.clone()))
+        .then(|state, principal| answer(list_sessions(state, principal)));
+    let end = warp::path!("v1" / "sync" / "sessions" / String)
+        .and(warp::delete())
+        .and(with_state(state.clone()))
+        .and(caller(state))
+        .then(|device, state, principal| answer(end_session(device, state, principal)));
+    pull.or(push)
+        .unify()
+        .or(ack)
+        .unify()
+        .or(sessions)
+        .unify()
+        .or(end)
+        .unify()
+}
+
+pub(crate) struct Exchange {
+    kind: MessageKind,
+    content_type: Option<String>,
+    accept: Option<String>,
+    bytes: Bytes,
+}
+
+impl Exchange {
+    fn binary_request(&self) -> bool {
+        self.content_type
+            .as_deref()
+            .is_some_and(|kind| kind.trim().starts_with(SYNC_CONTENT_TYPE))
+    }
+
+    /// Binary when asked for by `Accept`, or when the request was binary and
+    /// `Accept` does not ask for JSON.
+    fn binary_response(&self) -> bool {
+        match self.accept.as_deref() {
+            Some(accept) if accept.contains(SYNC_CONTENT_TYPE) => true,
+            Some(accept) if accept.contains("json") => false,
+            _ => self.binary_request(),
+        }
+    }
+}
+
+async fn exchange(
+    state: AppState,
+    principal: Principal,
+    request: Exchange,
+) -> Result<Response, Problem> {
+    if let Some(kind) = request.content_type.as_deref()
+        && !request.binary_request()
+        && !crate::api::routes::is_json(kind)
+    {
+        return Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("send `application/json` or `{SYNC_CONTENT_TYPE}`, not `{kind}`"),
+        ));
+    }
+    let binary = request.binary_response();
+    let started = Instant::now();
+    let label = principal.label();
+    let kind = request.kind;
+    let outcome = blocking(move || Ok(run(&state, &principal, &request))).await?;
+    debug!(
+        caller = %label,
+        kind = ?kind,
+        bytes_out = outcome.message.as_ref().map_or(0, Vec::len),
+        micros = started.elapsed().as_micros() as u64,
+        "sync exchange"
+    );
+    respond(outcome, binary)
+}
+
+/// What a sync request came to: the sealed answer message (binary) and the
+/// value for a JSON answer, or a refusal.
+struct Outcome {
+    message: Result<Vec<u8>, SyncError>,
+    kind: MessageKind,
+    /// The decoded request was JSON or binary; the answer follows negotiation.
+    json_value: Option<serde_json::Value>,
+}
+
+fn run(state: &AppState, principal: &Principal, request: &Exchange) -> Outcome {
+    let kind = request.kind;
+    let refused = |error: SyncError| Outcome {
+        message: Err(error),
+        kind,
+        json_value: None,
+    };
+    let decoded = if request.binary_request() {
+        decode_binary(state, request)
+    } else {
+        decode_json(request)
+    };
+    let decoded = match decoded {
+        Ok(decoded) => decoded,
+        Err(error) => return refused(error),
+    };
+    let decoded = match own_device(principal, decoded) {
+        Ok(decoded) => decoded,
+        Err(error) => return refused(error),
+    };
+    let db = state.database();
+    let sync = state.sync();
+    match decoded {
+        Decoded::Pull(pull) => {
+            let access = state.access().reader(principal, db);
+            match sync.pull(access.as_ref(), &pull) {
+                Ok(batch) => {
+                    debug!(
+                        device = %pull.device,
+                        cursor = pull.cursor,
+                        next_cursor = batch.next_cursor,
+                        records = batch.records,
+                        bytes = batch.message.len(),
+                        has_more = batch.has_more,
+                        "pull over http"
+                    );
+                    Outcome {
+                        message: Ok(batch.message),
+                        kind: MessageKind::PullBatch,
+                        json_value: None,
+                    }
+                }
+                Err(error) => refused(error),
+            }
+        }
+        Decoded::Push(push) => {
+            let access = state.access().writer(principal, db);
+            match sync.push_as(access.as_ref(), push) {
+                Ok(result) => Outcome {
+                    json_value: serde_json::to_value(&result).ok(),
+                    message: Ok(wire::seal_value(MessageKind::PushResult, &result, false)),
+                    kind: MessageKind::PushResult,
+                },
+                Err(error) => refused(error),
+            }
+        }
+        Decoded::Ack(ack) => match sync.ack(&ack) {
+            Ok(result) => Outcome {
+                json_value: serde_json::to_value(&result).ok(),
+                message: Ok(wire::seal_value(MessageKind::AckResult, &result, false)),
+                kind: MessageKind::AckResult,
+            },
+            Err(error) => refused(error),
+        },
+    }
+}
+
+enum Decoded {
+    Pull(PullRequest),
+    Push(PushRequest),
+    Ack(AckRequest),
+}
+
+impl Decoded {
+    fn device_mut(&mut self) -> &mut String {
+        match self {
+            Decoded::Pull(pull) => &mut pull.device,
+            Decoded::Push(push) => &mut push.device,
+            Decoded::Ack(ack) => &mut ack.device,
+        }
+    }
+}
+
+/// A client token syncs as its device: an empty device becomes the token's,
+/// another device is refused.
+fn own_device(principal: &Principal, mut decoded: Decoded) -> Result<Decoded, SyncError> {
+    if let Principal::User { device, .. } = principal {
+        let named = decoded.device_mut();
+        if named.is_empty() {
+            named.clone_from(device);
+        } else if named != device {
+            return Err(SyncError::DeviceMismatch {
+                named: named.clone(),
+                token: device.clone(),
+            });
+        }
+    }
+    Ok(decoded)
+}
+
+fn decode_binary(state: &AppState, request: &Exchange) -> Result<Decoded, SyncError> {
+    let limit = state.sync().config().max_message_bytes;
+    let opened = wire::open(&request.bytes, limit)?;
+    if opened.kind != request.kind {
+        return Err(SyncError::NotARequest { kind: opened.kind });
+    }
+    Ok(match opened.kind {
+        MessageKind::PullRequest => Decoded::Pull(wire::decode_body(&opened, opened.kind)?),
+        MessageKind::PushRequest => Decoded::Push(wire::decode_body(&opened, opened.kind)?),
+        MessageKind::AckRequest => Decoded::Ack(wire::decode_body(&opened, opened.kind)?),
+        kind => return Err(SyncError::NotARequest { kind }),
+    })
+}
+
+fn decode_json(request: &Exchange) -> Result<Decoded, SyncError> {
+    let bad = |error: serde_json::Error| SyncError::BadJson {
+        problem: error.to_string(),
+    };
+    Ok(match request.kind {
+        MessageKind::PullRequest => {
+            let pull: JsonPull = serde_json::from_slice(&request.bytes).map_err(bad)?;
+            Decoded::Pull(pull.into_request()?)
+        }
+        MessageKind::PushRequest => {
+            let push: JsonPush = serde_json::from_slice(&request.bytes).map_err(bad)?;
+            Decoded::Push(push.into_request()?)
+        }
+        _ => {
+            let ack: JsonAck = serde_json::from_slice(&request.bytes).map_err(bad)?;
+            Decoded::Ack(AckRequest {
+                device: ack.device.unwrap_or_default(),
+                cursor: ack.cursor,
+                checksum: ack.checksum,
+            })
+        }
+    })
+}
+
+fn respond(outcome: Outcome, binary: bool) -> Result<Response, Problem> {
+    let message = match outcome.message {
+        Ok(message) => message,
+        Err(error) => {
+            if !binary {
+                return Err(error.into());
+            }
+            let code = error.code();
+            let body = ErrorBody {
+                code: code.to_owned(),
+                message: error.to_string(),
+            };
+            let sealed = wire::seal_value(MessageKind::Error, &body, false);
+            return Ok(binary_response(sync_status(code), sealed));
+        }
+    };
+    if binary {
+        return Ok(binary_response(StatusCode::OK, message));
+    }
+    let value = match outcome.json_value {
+        Some(value) => value,
+        None if outcome.kind == MessageKind::PullBatch => json_batch(&message)?,
+        None => return Err(Problem::internal("the answer has no JSON form")),
+    };
+    Ok(json(StatusCode::OK, &value))
+}
+
+fn binary_response(status: StatusCode, message: Vec<u8>) -> Response {
+    let mut response = Response::new(message.into());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(SYNC_CONTENT_TYPE),
+    );
+    response
+}
+
+/// A pull as JSON: the binary request's fields, `device` optional for tokens.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JsonPull {
+    /// The device; a client token's device when left out.
+    #[serde(default)]
+    device: Option<String>,
+    /// The `next_cursor` of the last batch stored; 0 for an initial sync.
+    #[serde(default)]
+    cursor: u64,
+    /// The `base` of the last batch stored.
+    #[serde(default)]
+    base: Option<u64>,
+    /// Tables to replicate: names, or `{"table": …, "filters": [{"field", "op", "value"}]}`.
+    #[schema(value_type = Vec<Object>)]
+    tables: Vec<TableChoice>,
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    fetch: Vec<crate::sync::RecordRef>,
+    #[serde(default)]
+    max_records: Option<u32>,
+    #[serde(default)]
+    max_bytes: Option<u32>,
+    #[serde(default)]
+    schema_version: Option<u32>,
+    #[serde(default)]
+    profile: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum TableChoice {
+    Name(String),
+    Scope(crate::sync::WireScope),
+}
+
+impl JsonPull {
+    fn into_request(self) -> Result<PullRequest, SyncError> {
+        Ok(PullRequest {
+            device: self.device.unwrap_or_default(),
+            cursor: self.cursor,
+            base: self.base,
+            tables: self
+                .tables
+                .into_iter()
+                .map(|choice| match choice {
+                    TableChoice::Name(name) => crate::sync::WireScope::all(name),
+                    TableChoice::Scope(scope) => scope,
+                })
+                .collect(),
+            fetch: self.fetch,
+            max_records: self.max_records,
+            max_bytes: self.max_bytes,
+            level: None,
+            schema_version: self.schema_version,
+            // JSON clients read rows, not automerge operations.
+            explicit_rows: true,
+            profile: self.profile,
+        })
+    }
+}
+
+/// A push as JSON.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JsonPush {
+    #[serde(default)]
+    device: Option<String>,
+    ops: Vec<JsonPushOp>,
+}
+
+/// One pushed operation: a field patch (`set`, with `insert` or `delete`) or
+/// automerge changes (`changes`, base64).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JsonPushOp {
+    /// The client's id for the operation: a retry with the same id is not applied twice.
+    op: String,
+    table: String,
+    id: String,
+    /// Automerge change chunks, base64.
+    #[serde(default)]
+    changes: Vec<String>,
+    /// Field values to set; `null` unsets a field.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    set: BTreeMap<String, crate::sync::WireValue>,
+    #[serde(default)]
+    insert: bool,
+    #[serde(default)]
+    delete: bool,
+    /// The record's heads the patch was made on (hex change hashes).
+    #[serde(default)]
+    base: Vec<String>,
+}
+
+impl JsonPush {
+    fn into_request(self) -> Result<PushRequest, SyncError> {
+        let bad = |problem: String| SyncError::BadJson { problem };
+        let ops = self
+            .ops
+            .into_iter()
+            .map(|op| {
+                let changes = op
+                    .changes
+                    .iter()
+                    .map(|text| BASE64.decode(text).map(serde_bytes::ByteBuf::from))
+                    .collect::<Result<_, _>>()
+                    .map_err(|error| {
+                        bad(format!("op `{}`: a change is not base64: {error}", op.op))
+                    })?;
+                let base = op
+                    .base
+                    .iter()
+                    .map(|text| hex(text).map(serde_bytes::ByteBuf::from))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| bad(format!("op `{}`: a base head is not hex", op.op)))?;
+                Ok(PushOp {
+                    op: op.op,
+                    table: op.table,
+                    id: op.id,
+                    changes,
+                    set: op.set,
+                    insert: op.insert,
+                    delete: op.delete,
+                    base,
+                })
+            })
+            .collect::<Result<_, SyncError>>()?;
+        Ok(PushRequest {
+            device: self.device.unwrap_or_default(),
+            ops,
+        })
+    }
+}
+
+fn hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|at| {
+            text.get(at..at + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+        })
+        .collect()
+}
+
+/// An acknowledgement as JSON.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JsonAck {
+    #[serde(default)]
+    device: Option<String>,
+    cursor: u64,
+    checksum: u32,
+}
+
+/// A pull batch as JSON.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct JsonBatch {
+    from: u64,
+    /// Store the batch, then pull again with this cursor.
+    next_cursor: u64,
+    has_more: bool,
+    /// Send back as `base` with the next pull.
+    base: u64,
+    catch_up: bool,
+    /// Acknowledge the batch with it.
+    checksum: u32,
+    tables: Vec<JsonTableBatch>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct JsonTableBatch {
+    table: String,
+    records: Vec<JsonDelta>,
+}
+
+/// One record of a batch.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct JsonDelta {
+    id: String,
+    seq: u64,
+    /// `live`, `deleted`, or `left` (out of the caller's reach now: drop it).
+    state: &'static str,
+    /// The fields that may have changed (every field for a record new to the client).
+    #[schema(value_type = Object)]
+    row: serde_json::Map<String, serde_json::Value>,
+    /// Automerge storage bytes, base64: the changes, or the whole document when `whole`.
+    payload: String,
+    whole: bool,
+}
+
+fn json_batch(message: &[u8]) -> Result<serde_json::Value, Problem> {
+    let batch = decode_batch(message, usize::MAX)
+        .map_err(|error| Problem::internal(format!("cannot read the batch back: {error}")))?;
+    let tables = batch
+        .tables
+        .into_iter()
+        .map(|table| JsonTableBatch {
+            records: table
+                .records
+                .into_iter()
+                .map(|delta| JsonDelta {
+                    row: table
+                        .fields
+                        .iter()
+                        .zip(&delta.row)
+                        .filter_map(|((name, _), value)| {
+                            value
+                                .as_ref()
+                                .map(|value| (name.clone(), value_to_json(value)))
+                        })
+                        .collect(),
+                    id: delta.id,
+                    seq: delta.seq,
+                    state: match delta.state {
+                        DeltaState::Live => "live",
+                        DeltaState::Deleted => "deleted",
+                        DeltaState::Left => "left",
+                    },
+                    payload: BASE64.encode(&delta.payload),
+                    whole: delta.whole,
+                })
+                .collect(),
+            table: table.table,
+        })
+        .collect();
+    let batch = JsonBatch {
+        from: batch.from,
+        next_cursor: batch.next_cursor,
+        has_more: batch.has_more,
+        base: batch.base,
+        catch_up: batch.catch_up,
+        checksum: batch.checksum,
+        tables,
+    };
+    serde_json::to_value(&batch).map_err(|error| Problem::internal(error.to_string()))
+}
+
+/// Pulls what changed after a cursor. JSON by default; the binary message of
+/// `docs/PROTOCOL.md` with `Content-Type: application/vnd.mobilesyncdb` (and the
+/// answer in kind, or as `Accept` asks).
+#[utoipa::path(post, path = "/v1/sync/pull", tag = "sync", security(("bearer" = [])),
+    request_body(content((JsonPull = "application/json"), (Vec<u8> = "application/vnd.mobilesyncdb"))),
+    responses((status = 200, description = "A batch", content((JsonBatch = "application/json"), (Vec<u8> = "application/vnd.mobilesyncdb"))),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 413, body = Problem)))]
+pub(crate) async fn pull(
+    state: AppState,
+    principal: Principal,
+    request: Exchange,
+) -> Result<Response, Problem> {
+    exchange(state, principal, request).await
+}
+
+/// Pushes operations; each is applied or refused on its own, and a retried
+/// operation id is not applied twice.
+#[utoipa::path(post, path = "/v1/sync/push", tag = "sync", security(("bearer" = [])),
+    request_body(content((JsonPush = "application/json"), (Vec<u8> = "application/vnd.mobilesyncdb"))),
+    responses((status = 200, description = "One result per operation", content_type = "application/json"),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 413, body = Problem)))]
+pub(crate) async fn push(
+    state: AppState,
+    principal: Principal,
+    request: Exchange,
+) -> Result<Response, Problem> {
+    exchange(state, principal, request).await
+}
+
+/// Acknowledges a stored batch.
+#[utoipa::path(post, path = "/v1/sync/ack", tag = "sync", security(("bearer" = [])),
+    request_body(content((JsonAck = "application/json"), (Vec<u8> = "application/vnd.mobilesyncdb"))),
+    responses((status = 200, description = "The cursor now held", content_type = "application/json"),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 409, body = Problem)))]
+pub(crate) async fn ack(
+    state: AppState,
+    principal: Principal,
+    request: Exchange,
+) -> Result<Response, Problem> {
+    exchange(state, principal, request).await
+}
+
+/// Sync sessions: every device's for an admin key, the token's own device's
+/// otherwise.
+#[utoipa::path(get, path = "/v1/sync/sessions", tag = "sync", security(("bearer" = [])),
+    responses((status = 200, description = "Sessions", content_type = "application/json"), (status = 401, body = Problem)))]
+pub(crate) async fn list_sessions(
+    state: AppState,
+    principal: Principal,
+) -> Result<Response, Problem> {
+    let sessions: Vec<SessionInfo> = state
+        .sync()
+        .sessions()
+        .into_iter()
+        .filter(|session| match &principal {
+            Principal::Admin => true,
+            Principal::User { device, .. } => session.device == *device,
+        })
+        .collect();
+    Ok(json(StatusCode::OK, &sessions))
+}
+
+/// Ends a device's session (an admin key, or the device's own token).
+#[utoipa::path(delete, path = "/v1/sync/sessions/{device}", tag = "sync", security(("bearer" = [])),
+    params(("device" = String, Path)),
+    responses((status = 204, description = "Ended"), (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub(crate) async fn end_session(
+    device: String,
+    state: AppState,
+    principal: Principal,
+) -> Result<Response, Problem> {
+    let own = match &principal {
+        Principal::Admin => true,
+        Principal::User { device: own, .. } => *own == device,
+    };
+    if !own || !state.sync().end_session(&device) {
+        return Err(Problem::not_found(format!(
+            "no session for device `{device}`"
+        )));
+    }
+    let mut response = Response::new(Vec::new().into());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    Ok(response)
+}
