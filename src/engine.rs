@@ -24,9 +24,10 @@ mod table;
 
 pub use changelog::CursorTooOld;
 pub use database::{
-    Database, EngineStats, FullAccess, LoggedChange, ManualClock, MemoryStats, MergeOutcome,
-    PatchOutcome, Payload, RowAccess, ScanRequest, ScanResult, ScannedRecord, ScannedState,
-    SystemClock, TableScope, WallClock, WriteOutcome, Writer,
+    Database, EngineStats, ExportCursor, ExportPage, ExportedRecord, FullAccess, LoggedChange,
+    ManualClock, MemoryStats, MergeOutcome, PatchOutcome, Payload, RowAccess, ScanRequest,
+    ScanResult, ScannedRecord, ScannedState, SystemClock, TableScope, WallClock, WriteOutcome,
+    Writer,
 };
 pub use error::{EngineError, ReadError, SchemaError, WriteError};
 pub use query::{

@@ -32,12 +32,11 @@ mod export;
 mod header;
 mod import;
 mod ndjson;
-mod page;
 
+pub use crate::engine::{ExportCursor, ExportPage, ExportedRecord};
 pub use error::{Defect, Position, TransferError};
 pub use export::{ExportOptions, Exporter};
 pub use import::{ImportLimits, ImportReport, Importer};
-pub use page::{ExportCursor, ExportPage, ExportedRecord};
 
 /// The two file formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

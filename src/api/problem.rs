@@ -183,7 +183,9 @@ impl From<TransferError> for Problem {
         let status = match error.code() {
             "unknown_table" => StatusCode::NOT_FOUND,
             "schema_conflict" => StatusCode::CONFLICT,
-            "too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large" | "record_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+            "memory_limit" => StatusCode::INSUFFICIENT_STORAGE,
+            "clock_skew" => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::BAD_REQUEST,
         };
         Problem::new(status, error.code(), error.to_string())

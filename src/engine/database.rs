@@ -30,6 +30,7 @@ mod export;
 mod scan;
 mod state;
 
+pub use export::{ExportCursor, ExportPage, ExportedRecord};
 pub use scan::{
     FullAccess, Payload, RowAccess, ScanRequest, ScanResult, ScannedRecord, ScannedState,
     TableScope,

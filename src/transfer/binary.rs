@@ -8,7 +8,7 @@ use serde_bytes::ByteBuf;
 
 use super::error::{Defect, Position, TransferError};
 use super::header::{Accept, Header, Identity, Item, RawRecord};
-use super::page::ExportedRecord;
+use crate::engine::ExportedRecord;
 use crate::sync::wire::{self, HEADER_LEN, MAGIC, MessageKind, Opened};
 
 /// The body of an `ExportRecords` frame: records of one table, column by column.

@@ -5,9 +5,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::error::TransferError;
 use super::header::{FORMAT_NAME, FORMAT_VERSION, Header, TableEntry};
-use super::page::{ExportCursor, ExportedRecord};
 use super::{Format, binary, ndjson};
 use crate::engine::Database;
+use crate::engine::{ExportCursor, ExportedRecord};
 use crate::schema::TableSchema;
 
 /// Documents per binary records frame: frames of about 1 MiB (blocks of the

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{Defect, Position, TransferError};
 use super::header::{Accept, Header, Identity, Item, RawRecord};
-use super::page::ExportedRecord;
+use crate::engine::ExportedRecord;
 use crate::schema::TableSchema;
 
 type JsonMap = serde_json::Map<String, serde_json::Value>;
