@@ -136,6 +136,7 @@ impl<T: Transport> Client<T> {
     async fn pull_until_done(&self) -> Result<PullReport, ClientError> {
         let mut report = PullReport::default();
         let mut fetch_rounds = 0;
+        let started_at = self.cursor();
         loop {
             let cursor = self.cursor();
             let outcome = self.pull_batch().await?;
@@ -158,7 +159,11 @@ impl<T: Transport> Client<T> {
             }
             fetch_rounds += 1;
         }
-        self.acknowledge().await;
+        // A pull with a cursor acknowledges it already: a pull that found
+        // nothing new costs one request, not two.
+        if self.cursor() != started_at {
+            self.acknowledge().await;
+        }
         Ok(report)
     }
 
