@@ -171,7 +171,7 @@ pub enum TransferError {
     )]
     SchemaConflict { table: String, difference: String },
     #[error(
-        "the file's tables cannot be created here: {source}; register the custom merge policies they name first"
+        "the file's tables cannot be created here: {source} (a custom merge policy must be registered before the import)"
     )]
     BadSchema {
         #[source]
