@@ -26,6 +26,10 @@ use mobilesyncdb::transfer::{
 };
 use quickcheck::{QuickCheck, TestResult};
 
+mod common;
+
+use common::fields;
+
 const FORMATS: [Format; 2] = [Format::Ndjson, Format::Binary];
 
 /// A database and its export in both formats.
@@ -48,13 +52,6 @@ impl Fixture {
 
 fn origin() -> ClientId {
     ClientId::from("test")
-}
-
-fn fields(entries: &[(&str, Value)]) -> Fields {
-    entries
-        .iter()
-        .map(|(name, value)| ((*name).to_owned(), value.clone()))
-        .collect()
 }
 
 fn id_of(row: &Fields) -> String {
@@ -737,6 +734,35 @@ fn a_file_the_database_cannot_hold_is_refused_whole() {
         let db = Database::with_clock(EngineConfig::default(), clock).expect("database");
         assert_refused_in(&db, format, small().file(format), "clock_skew");
     }
+}
+
+#[test]
+fn a_file_beyond_the_memory_limit_is_refused_before_any_table_is_created() {
+    // The pre-check counts what each merge will ask for, as the write path
+    // does: a file that would fail half-way is refused whole, and no table of
+    // it is left behind.
+    // Sized so that the documents alone fit under the limit but the records
+    // they become (documents, rows, indexes) do not: counting the documents
+    // only would let the import start and fail part-way.
+    let dataset = Dataset::generate(DatasetSpec::new(13, 450_000));
+    let source = Database::new(EngineConfig::default()).expect("database");
+    dataset.load_into(&source, &origin()).expect("load");
+    let tight = EngineConfig {
+        max_memory_bytes: 1 << 20,
+        ..EngineConfig::default()
+    };
+    // The documents fit, the records they become do not.
+    let memory = source.stats().memory;
+    assert!(memory.documents < tight.max_memory_bytes, "{memory:?}");
+    assert!(
+        memory.total - memory.doc_cache - memory.change_log > tight.max_memory_bytes,
+        "{memory:?}"
+    );
+    // The check is the engine's, whatever the file's format.
+    let file = export(&source, Format::Binary, ExportOptions::default());
+    let db = Database::new(tight).expect("database");
+    assert_refused_in(&db, Format::Binary, &file, "memory_limit");
+    assert!(db.schemas().is_empty(), "no table is created");
 }
 
 #[test]

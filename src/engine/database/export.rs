@@ -7,12 +7,13 @@
 //! the table does not keep: sorting the ids for every page costs the whole
 //! table per page.
 
+use mobilesyncdb_crdt::Change;
 use mobilesyncdb_crdt::automerge::ReadDoc as _;
-use mobilesyncdb_crdt::{Change, HybridClock, StampMeta};
 
 use super::Database;
+use super::state::{SLOT_BYTES, chunk_cost_of, merge_headroom, refuse_skewed};
 use crate::engine::Row;
-use crate::engine::changelog::ENTRY_OVERHEAD_BYTES;
+use crate::engine::changelog::{Chunk, ENTRY_OVERHEAD_BYTES};
 use crate::engine::error::{EngineError, SchemaError, WriteError};
 use crate::engine::table::{MAX_TABLES, StoredChunk, StoredRecord, Table};
 use crate::schema::TableSchema;
@@ -44,13 +45,10 @@ pub struct ExportPage {
     pub next: Option<ExportCursor>,
 }
 
-/// Bookkeeping of a new record beyond its bytes, as the write path counts it.
-const SLOT_BYTES: usize = std::mem::size_of::<StoredRecord>() + 16;
-
-/// Bookkeeping of one stored change: its chunk reference, its reference counts
-/// and its change-log entry.
+/// Bookkeeping of one stored change beyond its bytes: its chunk reference, its
+/// reference counts (as the write path's `chunk_cost`) and its change-log entry.
 const CHANGE_BYTES: usize =
-    std::mem::size_of::<StoredChunk>() + 2 * std::mem::size_of::<usize>() + ENTRY_OVERHEAD_BYTES;
+    std::mem::size_of::<StoredChunk>() + chunk_cost_of(0) + ENTRY_OVERHEAD_BYTES;
 
 impl Database {
     /// Up to `max_records` records of `table` from `from` on, live and deleted,
@@ -68,29 +66,46 @@ impl Database {
         max_records: usize,
         max_bytes: usize,
     ) -> Result<ExportPage, EngineError> {
-        let state = self.read();
-        let table = state.table(table)?;
-        let end = table_slots(table);
-        let mut slot = from.0;
-        let mut records = Vec::new();
-        let mut bytes = 0;
-        while slot < end && records.len() < max_records.max(1) && bytes < max_bytes {
-            let stored = table.record(slot);
-            slot += 1;
-            // A slot without chunks holds no record (a write refused half-way).
-            if stored.chunks.is_empty() {
-                continue;
+        // Under the lock the chunks are only shared (reference counts); their
+        // bytes are joined into documents after it is released.
+        let mut shared = Vec::new();
+        let next = {
+            let state = self.read();
+            let table = state.table(table)?;
+            let end = table_slots(table);
+            let mut slot = from.0;
+            let mut bytes = 0;
+            while slot < end && shared.len() < max_records.max(1) && bytes < max_bytes {
+                let stored = table.record(slot);
+                slot += 1;
+                // A slot without chunks holds no record (a write refused half-way).
+                if stored.chunks.is_empty() {
+                    continue;
+                }
+                bytes += stored.saved_len() + stored.row.heap_bytes();
+                let chunks: Vec<Chunk> = stored
+                    .chunks
+                    .iter()
+                    .map(|chunk| chunk.bytes.clone())
+                    .collect();
+                shared.push((
+                    stored.id.to_string(),
+                    chunks,
+                    stored.deleted,
+                    stored.row.clone(),
+                ));
             }
-            let doc = stored.saved_bytes();
-            bytes += doc.len() + stored.row.heap_bytes();
-            records.push(ExportedRecord {
-                id: stored.id.to_string(),
-                doc,
-                deleted: stored.deleted,
-                row: stored.row.clone(),
-            });
-        }
-        let next = (slot < end).then_some(ExportCursor(slot));
+            (slot < end).then_some(ExportCursor(slot))
+        };
+        let records = shared
+            .into_iter()
+            .map(|(id, chunks, deleted, row)| ExportedRecord {
+                id,
+                doc: chunks.concat(),
+                deleted,
+                row,
+            })
+            .collect();
         Ok(ExportPage { records, next })
     }
 
@@ -140,15 +155,21 @@ impl Database {
         let state = self.read();
         let now = state.wall.now_ms();
         let mut needed = 0;
+        // Each merge asks for its own headroom free on top of what the merges
+        // before it stored, as `merge_changes` does: the largest one counts.
+        let mut headroom = 0;
         for (table, id, changes) in candidates {
             let candidate = Candidate { table, id, changes };
-            check_stamps(&state.clock, now, candidate)?;
+            refuse_skewed(&state.clock, now, table, id, changes)?;
             let existing = state
                 .table(table)
                 .ok()
                 .and_then(|table| table.slot_of(id).map(|slot| table.record(slot)));
             needed += added_bytes(existing, candidate, state.config.max_record_bytes)?;
+            let incoming = changes.iter().map(|change| change.raw_bytes().len()).sum();
+            headroom = headroom.max(merge_headroom(incoming));
         }
+        needed += headroom;
         let memory = state.memory();
         let used = memory.total - memory.doc_cache;
         if used + needed > memory.limit {
@@ -177,21 +198,6 @@ fn table_slots(table: &Table) -> u32 {
     crate::engine::query::RowSource::slot_count(table)
 }
 
-/// Refuses a candidate with a stamp too far ahead, as a merge would; the clock
-/// is not moved.
-fn check_stamps(clock: &HybridClock, now: u64, candidate: Candidate<'_>) -> Result<(), WriteError> {
-    for meta in candidate.changes.iter().filter_map(StampMeta::of_change) {
-        clock
-            .check(meta.stamp, now)
-            .map_err(|source| WriteError::ClockSkew {
-                table: candidate.table.to_owned(),
-                record: candidate.id.to_owned(),
-                source,
-            })?;
-    }
-    Ok(())
-}
-
 /// The bytes merging `candidate` would add, after checking that the record
 /// stays within `limit`. A new record adds all its changes; an existing one
 /// adds nothing unless its stored bytes plus every change exceed the limit,
@@ -213,7 +219,11 @@ fn added_bytes(
             return Err(too_large(all));
         }
         let bookkeeping = SLOT_BYTES + candidate.id.len() + candidate.changes.len() * CHANGE_BYTES;
-        return Ok(all + bookkeeping);
+        // The row and index entries the record will also hold are not known
+        // before its document is derived; its change bytes bound them on every
+        // data set measured (a row takes about 60% of its changes' bytes).
+        let row_and_indexes = all;
+        return Ok(all + bookkeeping + row_and_indexes);
     };
     let before = stored.saved_len();
     if before + all <= limit {

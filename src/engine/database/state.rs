@@ -40,7 +40,7 @@ pub(super) struct State {
 }
 
 /// Per-slot bookkeeping beyond the row and chunk bytes.
-const SLOT_BYTES: usize = std::mem::size_of::<StoredRecord>() + 16;
+pub(super) const SLOT_BYTES: usize = std::mem::size_of::<StoredRecord>() + 16;
 
 impl State {
     pub(super) fn table(&self, name: &str) -> Result<&Table, ReadError> {
@@ -283,7 +283,7 @@ impl State {
         }
         self.check_stamps(table, id, &changes)?;
         let incoming: usize = changes.iter().map(|change| change.raw_bytes().len()).sum();
-        self.ensure_memory(incoming * 3 + SLOT_BYTES)?;
+        self.ensure_memory(merge_headroom(incoming))?;
         let mut record = match existing {
             Some(slot) => self.load(table_id, slot)?,
             None => Record::new(self.actor.clone()),
@@ -353,20 +353,7 @@ impl State {
         changes: &[Change],
     ) -> Result<(), WriteError> {
         let now = self.wall.now_ms();
-        let stamps: Vec<Stamp> = changes
-            .iter()
-            .filter_map(StampMeta::of_change)
-            .map(|meta| meta.stamp)
-            .collect();
-        for stamp in &stamps {
-            self.clock
-                .check(*stamp, now)
-                .map_err(|source| WriteError::ClockSkew {
-                    table: table.to_owned(),
-                    record: id.to_owned(),
-                    source,
-                })?;
-        }
+        let stamps = refuse_skewed(&self.clock, now, table, id, changes)?;
         for stamp in stamps {
             // Within the skew bound by the check above.
             let _ = self.clock.observe(stamp, now);
@@ -638,8 +625,45 @@ fn release(chunk: Chunk, document_bytes: &mut usize) {
 }
 
 /// A chunk's bytes plus its reference counts.
-fn chunk_cost(chunk: &Chunk) -> usize {
-    chunk.len() + 2 * std::mem::size_of::<usize>()
+pub(super) fn chunk_cost(chunk: &Chunk) -> usize {
+    chunk_cost_of(chunk.len())
+}
+
+/// What a stored chunk of `len` bytes costs: its bytes and its reference counts.
+pub(super) const fn chunk_cost_of(len: usize) -> usize {
+    len + 2 * std::mem::size_of::<usize>()
+}
+
+/// The free memory a merge of `incoming` change bytes asks for: the loaded
+/// document, the merge and the stored chunks.
+pub(super) fn merge_headroom(incoming: usize) -> usize {
+    incoming * 3 + SLOT_BYTES
+}
+
+/// The stamps of `changes`, or the refusal of the first stamped too far ahead
+/// of `now`; the clock is not moved.
+pub(super) fn refuse_skewed(
+    clock: &HybridClock,
+    now: u64,
+    table: &str,
+    id: &str,
+    changes: &[Change],
+) -> Result<Vec<Stamp>, WriteError> {
+    let stamps: Vec<Stamp> = changes
+        .iter()
+        .filter_map(StampMeta::of_change)
+        .map(|meta| meta.stamp)
+        .collect();
+    for stamp in &stamps {
+        clock
+            .check(*stamp, now)
+            .map_err(|source| WriteError::ClockSkew {
+                table: table.to_owned(),
+                record: id.to_owned(),
+                source,
+            })?;
+    }
+    Ok(stamps)
 }
 
 /// Whether two sets of heads name the same changes, in any order.
