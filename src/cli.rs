@@ -26,14 +26,9 @@ impl ConfigArgs {
     fn load(&self, mut extra: Vec<String>) -> anyhow::Result<Config> {
         let mut overrides = self.settings.clone();
         overrides.append(&mut extra);
-        let mut env: Vec<(String, String)> = std::env::vars().collect();
-        env.retain(|(name, _)| name != "MSDB_CONFIG");
-        let source = ConfigSource {
-            file: self.config.clone(),
-            env,
-            overrides,
-        };
-        source.load().context("invalid configuration")
+        ConfigSource::from_process(self.config.clone(), overrides)
+            .load()
+            .context("invalid configuration")
     }
 }
 
@@ -247,12 +242,14 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let url = format!("{}/v1/import", args.remote.url.trim_end_matches('/'));
         let progress = bar(Some(bytes.len() as u64), "importing");
+        // Pieces of the file share its one buffer; the bar moves as they are sent.
         let piece = 256 << 10;
-        let chunks: Vec<bytes::Bytes> = bytes::Bytes::from(bytes)
-            .chunks(piece)
-            .map(bytes::Bytes::copy_from_slice)
+        let file = bytes::Bytes::from(bytes);
+        let length = file.len() as u64;
+        let chunks: Vec<bytes::Bytes> = (0..file.len())
+            .step_by(piece)
+            .map(|start| file.slice(start..(start + piece).min(file.len())))
             .collect();
-        let length: u64 = chunks.iter().map(|chunk| chunk.len() as u64).sum();
         let counted = progress.clone();
         let stream = futures_util::stream::iter(chunks.into_iter().map(move |chunk| {
             counted.inc(chunk.len() as u64);

@@ -8,11 +8,22 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use mobilesyncdb_crdt::{PolicySpec, Value};
+use mobilesyncdb_crdt::{Edit, PolicySpec, Value};
 use serde::{Deserialize, Serialize};
 
 /// A record's fields by name, as inserts and updates give them.
 pub type Fields = BTreeMap<String, Value>;
+
+/// Field values as the edits of a patch: a null value unsets its field.
+pub fn field_edits(fields: Fields) -> Vec<Edit> {
+    fields
+        .into_iter()
+        .map(|(field, value)| match value {
+            Value::Null => Edit::unset(field),
+            value => Edit::Set { field, value },
+        })
+        .collect()
+}
 
 /// The type of a field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

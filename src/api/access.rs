@@ -23,7 +23,7 @@ enum Reach {
     /// Every row.
     All,
     /// Rows whose field at `position` holds `user`.
-    Owned { field: String, position: usize },
+    Owned { position: usize },
     /// Nothing.
     None,
 }
@@ -71,25 +71,21 @@ impl AccessRules {
         let Principal::User { user, .. } = principal else {
             return Arc::new(FullAccess);
         };
-        let rules = self.read();
-        let tables = db
-            .schemas()
-            .into_iter()
-            .map(|schema| {
-                let reach = match rules.get(&schema.name) {
-                    Some(AccessRule::Shared) => Reach::All,
-                    Some(AccessRule::ReadOnly) if !writing => Reach::All,
-                    Some(AccessRule::Owner { field }) => {
-                        schema
-                            .position(field)
-                            .map_or(Reach::None, |position| Reach::Owned {
-                                field: field.clone(),
-                                position,
-                            })
-                    }
-                    _ => Reach::None,
+        // Only tables with a rule are reachable, so the view is built from the
+        // rules (a handful), not from every table's schema.
+        let tables = self
+            .read()
+            .iter()
+            .map(|(table, rule)| {
+                let reach = match rule {
+                    AccessRule::Shared => Reach::All,
+                    AccessRule::ReadOnly if !writing => Reach::All,
+                    AccessRule::Owner { field } => db
+                        .field_position(table, field)
+                        .map_or(Reach::None, |position| Reach::Owned { position }),
+                    AccessRule::ReadOnly | AccessRule::Private => Reach::None,
                 };
-                (schema.name, reach)
+                (table.clone(), reach)
             })
             .collect();
         Arc::new(UserAccess {

@@ -51,9 +51,12 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The document, as JSON.
-pub fn document() -> String {
-    ApiDoc::openapi()
-        .to_pretty_json()
-        .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"))
+/// The document, as JSON: built once, then served from memory.
+pub fn document() -> &'static str {
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        ApiDoc::openapi()
+            .to_pretty_json()
+            .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"))
+    })
 }

@@ -191,16 +191,3 @@ impl From<TransferError> for Problem {
         Problem::new(status, error.code(), error.to_string())
     }
 }
-
-/// The HTTP status a sync error code maps to, for binary answers (the error
-/// travels in the message; the status tells proxies and logs).
-pub fn sync_status(code: &str) -> StatusCode {
-    match code {
-        "unknown_table" => StatusCode::NOT_FOUND,
-        "device_mismatch" => StatusCode::FORBIDDEN,
-        "cursor_ahead" | "checksum_mismatch" => StatusCode::CONFLICT,
-        "message_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
-        "memory_limit" => StatusCode::INSUFFICIENT_STORAGE,
-        _ => StatusCode::BAD_REQUEST,
-    }
-}

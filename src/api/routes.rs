@@ -120,6 +120,13 @@ pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
     }
 }
 
+/// A 204 answer.
+pub(crate) fn no_content() -> Response {
+    let mut response = Response::new(Vec::new().into());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response
+}
+
 /// Answers a handler's result: its response, or its problem.
 pub(crate) async fn answer(handler: impl Future<Output = Result<Response, Problem>>) -> Response {
     handler.await.unwrap_or_else(Problem::into_response)

@@ -195,12 +195,9 @@ impl Transport for HttpTransport {
                 .await
                 .map_err(send_error)?;
             let status = response.status().as_u16();
-            let headers = response.headers().clone();
-            let content_type = media_type(&headers);
-            if content_type
-                .as_deref()
-                .is_some_and(|kind| kind.eq_ignore_ascii_case(SYNC_CONTENT_TYPE))
-            {
+            let is_message = media_type(response.headers())
+                .is_some_and(|kind| kind.eq_ignore_ascii_case(SYNC_CONTENT_TYPE));
+            if is_message {
                 // A sync message, even under an error status: the client checks
                 // and decodes it (an error message carries the server's code).
                 let body = response
@@ -209,8 +206,16 @@ impl Transport for HttpTransport {
                     .map_err(|source| TransportError::Http { source })?;
                 return Ok(Vec::from(body));
             }
+            // Not a sync message: only now are the headers kept, for the error.
+            let content_type = media_type(response.headers()).map(str::to_ascii_lowercase);
+            let retry_after = retry_after(response.headers());
             let body = read_capped(response, MAX_ERROR_BODY).await?;
-            Err(http_error(status, content_type.as_deref(), &headers, &body))
+            Err(http_error(
+                status,
+                content_type.as_deref(),
+                retry_after,
+                &body,
+            ))
         }
     }
 }
@@ -365,11 +370,10 @@ fn send_error(source: reqwest::Error) -> TransportError {
     }
 }
 
-/// The media type of the answer, without parameters, lowercase.
-fn media_type(headers: &HeaderMap) -> Option<String> {
+/// The media type of the answer, without parameters.
+fn media_type(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
-    let essence = value.split(';').next().unwrap_or_default().trim();
-    Some(essence.to_ascii_lowercase())
+    Some(value.split(';').next().unwrap_or_default().trim())
 }
 
 /// The first `limit` bytes of the body; the rest is not read.
@@ -403,10 +407,9 @@ struct ProblemFields {
 fn http_error(
     status: u16,
     content_type: Option<&str>,
-    headers: &HeaderMap,
+    retry_after: Option<Duration>,
     body: &[u8],
 ) -> TransportError {
-    let retry_after = retry_after(headers);
     let problem = content_type
         .filter(|kind| *kind == "application/problem+json" || *kind == "application/json")
         .and_then(|_| serde_json::from_slice::<ProblemFields>(body).ok());
@@ -529,7 +532,12 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(header::RETRY_AFTER, HeaderValue::from_static("7"));
         let body = br#"{"type":"https://mobilesyncdb.dev/problems/rate_limited","title":"Too Many Requests","status":429,"detail":"slow down","code":"rate_limited"}"#;
-        let error = http_error(429, Some("application/problem+json"), &headers, body);
+        let error = http_error(
+            429,
+            Some("application/problem+json"),
+            retry_after(&headers),
+            body,
+        );
         assert!(error.is_retryable());
         assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
         assert!(matches!(
@@ -538,21 +546,16 @@ mod tests {
                 if code == "rate_limited" && detail == "slow down"
         ));
 
-        let error = http_error(
-            413,
-            Some("text/html"),
-            &HeaderMap::new(),
-            b"<h1>too big</h1>",
-        );
+        let error = http_error(413, Some("text/html"), None, b"<h1>too big</h1>");
         assert!(!error.is_retryable());
         assert!(matches!(
             &error,
             TransportError::HttpStatus { status: 413, code: None, detail, retry_after: None }
                 if detail.contains("too big")
         ));
-        let error = http_error(503, None, &HeaderMap::new(), b"");
+        let error = http_error(503, None, None, b"");
         assert!(error.is_retryable());
-        let error = http_error(200, Some("application/json"), &HeaderMap::new(), b"{}");
+        let error = http_error(200, Some("application/json"), None, b"{}");
         assert!(!error.is_retryable());
     }
 }

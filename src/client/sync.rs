@@ -110,7 +110,9 @@ impl<T: Transport> Client<T> {
     }
 
     /// Pulls batches until none is left (and the records to fetch whole are
-    /// fetched), then acknowledges the cursor.
+    /// fetched), then acknowledges the cursor if it moved (a pull acknowledges
+    /// the cursor it was made with, so a pull that found nothing costs one
+    /// request).
     ///
     /// # Errors
     ///

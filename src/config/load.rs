@@ -2,7 +2,9 @@
 //! built-in defaults, a TOML file, `MSDB_` environment variables, then flags.
 //!
 //! Environment variables and `--set` flags name a setting by its path in the
-//! file: `MSDB_SERVER__LISTEN` (sections joined by a double underscore) and
+//! file: `MSDB_SERVER__LISTEN` (sections joined by a double underscore; every
+//! setting lives in a section, so `MSDB_` variables without one, such as the
+//! command line's `MSDB_CONFIG` or `MSDB_URL`, are not settings) and
 //! `--set server.listen=…` both set `[server] listen`. Values are read as TOML
 //! (`100`, `true`, `["a", "b"]`) and otherwise taken as strings.
 
@@ -64,7 +66,10 @@ impl ConfigSource {
             merged = read_file(path)?;
         }
         for (name, value) in &self.env {
-            let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+            let Some(path) = name
+                .strip_prefix(ENV_PREFIX)
+                .filter(|path| path.contains("__"))
+            else {
                 continue;
             };
             let path = path.to_ascii_lowercase().replace("__", ".");
@@ -179,7 +184,13 @@ mod tests {
 
     #[test]
     fn nothing_given_is_the_embedded_default() {
-        let config = source(None, &[("PATH", "/bin")], &[]).expect("defaults load");
+        let others = [
+            ("PATH", "/bin"),
+            ("MSDB_CONFIG", "/etc/msdb.toml"),
+            ("MSDB_URL", "http://127.0.0.1:7700"),
+            ("MSDB_SYNC_SEED", "7"),
+        ];
+        let config = source(None, &others, &[]).expect("defaults load");
         assert_eq!(config, Config::default());
     }
 

@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use mobilesyncdb_crdt::{
     ActorId, Causality, Change, ChangeHash, ClientId, ConflictSet, Edit, HybridClock, MergePolicy,
-    PolicyRegistry, Stamp, Value,
+    PolicyRegistry, Stamp,
 };
 use tracing::info;
 
@@ -379,6 +379,12 @@ impl Database {
             .map(|table| table.schema.clone())
     }
 
+    /// The position of `field` in the rows of `table` (as [`Row::get`] takes
+    /// it), without copying the schema.
+    pub fn field_position(&self, table: &str, field: &str) -> Option<usize> {
+        self.read().table(table).ok()?.schema.position(field)
+    }
+
     /// Every table's schema, in creation order.
     pub fn schemas(&self) -> Vec<TableSchema> {
         self.read()
@@ -474,14 +480,7 @@ impl Database {
         fields: Fields,
         origin: &ClientId,
     ) -> Result<WriteOutcome, EngineError> {
-        let edits = fields
-            .into_iter()
-            .map(|(field, value)| match value {
-                Value::Null => Edit::unset(field),
-                value => Edit::Set { field, value },
-            })
-            .collect();
-        self.patch(table, id, edits, origin)
+        self.patch(table, id, crate::schema::field_edits(fields), origin)
     }
 
     /// Writes on behalf of a caller who reaches only the rows `access` admits: a

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use mobilesyncdb_crdt::{Causality, Change, ChangeHash, ClientId, Edit, Value};
+use mobilesyncdb_crdt::{Causality, Change, ChangeHash, ClientId};
 use tracing::{debug, warn};
 
 use crate::compress::{CompressionStats, Compressor, StatsSnapshot};
@@ -172,6 +172,16 @@ impl SyncServer {
     /// Every live session.
     pub fn sessions(&self) -> Vec<SessionInfo> {
         self.sessions_lock().list()
+    }
+
+    /// How many sessions are live (without copying them).
+    pub fn session_count(&self) -> usize {
+        self.sessions_lock().len()
+    }
+
+    /// One device's session.
+    pub fn session(&self, device: &str) -> Option<SessionInfo> {
+        self.sessions_lock().get(device)
     }
 
     /// Ends a device's session: its cursor and remembered operation ids are
@@ -525,13 +535,7 @@ impl SyncServer {
             result.seqs.extend(outcome.seq);
             return Ok(result);
         }
-        let edits: Vec<Edit> = fields
-            .into_iter()
-            .map(|(field, value)| match value {
-                Value::Null => Edit::unset(field),
-                value => Edit::Set { field, value },
-            })
-            .collect();
+        let edits = crate::schema::field_edits(fields);
         if op.base.is_empty() {
             let outcome = db.patch(&op.table, &op.id, edits, origin).map_err(engine)?;
             result.seqs.extend(outcome.seq);

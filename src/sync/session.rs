@@ -110,12 +110,18 @@ impl Sessions {
             .collect()
     }
 
+    /// A device's session, without counting as contact.
+    pub(crate) fn get(&self, device: &str) -> Option<SessionInfo> {
+        self.sessions
+            .peek(device)
+            .map(|session| session.info.clone())
+    }
+
     /// Forgets a device's session; true when there was one.
     pub(crate) fn end(&mut self, device: &str) -> bool {
         self.sessions.pop(device).is_some()
     }
 
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.sessions.len()
     }

@@ -9,9 +9,11 @@ use warp::{Filter, Rejection};
 
 use crate::api::auth::Principal;
 use crate::api::problem::Problem;
-use crate::api::routes::{answer, blocking, body, caller, json, parse_json, with_state};
+use crate::api::routes::{
+    answer, blocking, body, caller, json, no_content, parse_json, with_state,
+};
 use crate::api::state::AppState;
-use crate::crdt::{ClientId, Edit, Value};
+use crate::crdt::{ClientId, Value};
 use crate::engine::{Direction, Filter as RowFilter, FilterOp, PageToken, Query, Row};
 use crate::schema::{Fields, TableSchema};
 
@@ -340,13 +342,7 @@ async fn write_record(
             }
         }
     }
-    let edits: Vec<Edit> = fields
-        .into_iter()
-        .map(|(field, value)| match value {
-            Value::Null => Edit::unset(field),
-            value => Edit::Set { field, value },
-        })
-        .collect();
+    let edits = crate::schema::field_edits(fields);
     blocking(move || {
         let db = state.database();
         let access = state.access().writer(&principal, db);
@@ -386,9 +382,7 @@ pub(crate) async fn delete(
         db.writer(access.as_ref())
             .if_version(version)
             .delete(&table, &id, &origin(&principal))?;
-        let mut response = Response::new(Vec::new().into());
-        *response.status_mut() = StatusCode::NO_CONTENT;
-        Ok(response)
+        Ok(no_content())
     })
     .await
 }

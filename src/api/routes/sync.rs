@@ -18,8 +18,10 @@ use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use crate::api::auth::Principal;
-use crate::api::problem::{Problem, sync_status};
-use crate::api::routes::{SYNC_CONTENT_TYPE, answer, blocking, body, caller, json, with_state};
+use crate::api::problem::Problem;
+use crate::api::routes::{
+    SYNC_CONTENT_TYPE, answer, blocking, body, caller, json, no_content, with_state,
+};
 use crate::api::state::AppState;
 use crate::schema::value_to_json;
 use crate::sync::wire::{self, MessageKind};
@@ -126,91 +128,56 @@ async fn exchange(
     let started = Instant::now();
     let label = principal.label();
     let kind = request.kind;
-    let outcome = blocking(move || Ok(run(&state, &principal, &request))).await?;
+    let answer = blocking(move || Ok(run(&state, &principal, &request))).await?;
+    let response = respond(answer, binary);
     debug!(
         caller = %label,
         kind = ?kind,
-        bytes_out = outcome.message.as_ref().map_or(0, Vec::len),
+        binary,
         micros = started.elapsed().as_micros() as u64,
         "sync exchange"
     );
-    respond(outcome, binary)
+    response
 }
 
-/// What a sync request came to: the sealed answer message (binary) and the
-/// value for a JSON answer, or a refusal.
-struct Outcome {
-    message: Result<Vec<u8>, SyncError>,
-    kind: MessageKind,
-    /// The decoded request was JSON or binary; the answer follows negotiation.
-    json_value: Option<serde_json::Value>,
+/// What a sync request came to, encoded only once the answer's form (JSON or
+/// binary) is known.
+enum Answer {
+    /// A sealed pull batch: sent as it is, or read back for JSON.
+    Batch(Vec<u8>),
+    Push(crate::sync::PushResult),
+    Ack(crate::sync::AckResult),
 }
 
-fn run(state: &AppState, principal: &Principal, request: &Exchange) -> Outcome {
-    let kind = request.kind;
-    let refused = |error: SyncError| Outcome {
-        message: Err(error),
-        kind,
-        json_value: None,
-    };
+fn run(state: &AppState, principal: &Principal, request: &Exchange) -> Result<Answer, SyncError> {
     let decoded = if request.binary_request() {
-        decode_binary(state, request)
+        decode_binary(state, request)?
     } else {
-        decode_json(request)
-    };
-    let decoded = match decoded {
-        Ok(decoded) => decoded,
-        Err(error) => return refused(error),
-    };
-    let decoded = match own_device(principal, decoded) {
-        Ok(decoded) => decoded,
-        Err(error) => return refused(error),
+        decode_json(request)?
     };
     let db = state.database();
     let sync = state.sync();
-    match decoded {
+    Ok(match own_device(principal, decoded)? {
         Decoded::Pull(pull) => {
             let access = state.access().reader(principal, db);
-            match sync.pull(access.as_ref(), &pull) {
-                Ok(batch) => {
-                    debug!(
-                        device = %pull.device,
-                        cursor = pull.cursor,
-                        next_cursor = batch.next_cursor,
-                        records = batch.records,
-                        bytes = batch.message.len(),
-                        has_more = batch.has_more,
-                        "pull over http"
-                    );
-                    Outcome {
-                        message: Ok(batch.message),
-                        kind: MessageKind::PullBatch,
-                        json_value: None,
-                    }
-                }
-                Err(error) => refused(error),
-            }
+            let batch = sync.pull(access.as_ref(), &pull)?;
+            debug!(
+                device = %pull.device,
+                cursor = pull.cursor,
+                next_cursor = batch.next_cursor,
+                records = batch.records,
+                bytes = batch.message.len(),
+                has_more = batch.has_more,
+                "pull over http"
+            );
+            Answer::Batch(batch.message)
         }
         Decoded::Push(push) => {
             let access = state.access().writer(principal, db);
-            match sync.push_as(access.as_ref(), push) {
-                Ok(result) => Outcome {
-                    json_value: serde_json::to_value(&result).ok(),
-                    message: Ok(wire::seal_value(MessageKind::PushResult, &result, false)),
-                    kind: MessageKind::PushResult,
-                },
-                Err(error) => refused(error),
-            }
+            Answer::Push(sync.push_as(access.as_ref(), push)?)
         }
-        Decoded::Ack(ack) => match sync.ack(&ack) {
-            Ok(result) => Outcome {
-                json_value: serde_json::to_value(&result).ok(),
-                message: Ok(wire::seal_value(MessageKind::AckResult, &result, false)),
-                kind: MessageKind::AckResult,
-            },
-            Err(error) => refused(error),
-        },
-    }
+        Decoded::Ack(ack) => Answer::Ack(sync.ack(&ack)?),
+    })
 }
 
 enum Decoded {
@@ -284,31 +251,36 @@ fn decode_json(request: &Exchange) -> Result<Decoded, SyncError> {
     })
 }
 
-fn respond(outcome: Outcome, binary: bool) -> Result<Response, Problem> {
-    let message = match outcome.message {
-        Ok(message) => message,
-        Err(error) => {
-            if !binary {
-                return Err(error.into());
-            }
-            let code = error.code();
+fn respond(answer: Result<Answer, SyncError>, binary: bool) -> Result<Response, Problem> {
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(error) if binary => {
             let body = ErrorBody {
-                code: code.to_owned(),
+                code: error.code().to_owned(),
                 message: error.to_string(),
             };
+            // The status is the problem document's, so both forms agree.
+            let status = StatusCode::from_u16(Problem::from(error).status)
+                .unwrap_or(StatusCode::BAD_REQUEST);
             let sealed = wire::seal_value(MessageKind::Error, &body, false);
-            return Ok(binary_response(sync_status(code), sealed));
+            return Ok(binary_response(status, sealed));
         }
+        Err(error) => return Err(error.into()),
     };
-    if binary {
-        return Ok(binary_response(StatusCode::OK, message));
-    }
-    let value = match outcome.json_value {
-        Some(value) => value,
-        None if outcome.kind == MessageKind::PullBatch => json_batch(&message)?,
-        None => return Err(Problem::internal("the answer has no JSON form")),
-    };
-    Ok(json(StatusCode::OK, &value))
+    Ok(match (answer, binary) {
+        (Answer::Batch(message), true) => binary_response(StatusCode::OK, message),
+        (Answer::Batch(message), false) => json(StatusCode::OK, &json_batch(&message)?),
+        (Answer::Push(result), true) => binary_response(
+            StatusCode::OK,
+            wire::seal_value(MessageKind::PushResult, &result, false),
+        ),
+        (Answer::Push(result), false) => json(StatusCode::OK, &result),
+        (Answer::Ack(result), true) => binary_response(
+            StatusCode::OK,
+            wire::seal_value(MessageKind::AckResult, &result, false),
+        ),
+        (Answer::Ack(result), false) => json(StatusCode::OK, &result),
+    })
 }
 
 fn binary_response(status: StatusCode, message: Vec<u8>) -> Response {
@@ -516,7 +488,7 @@ pub(crate) struct JsonDelta {
     whole: bool,
 }
 
-fn json_batch(message: &[u8]) -> Result<serde_json::Value, Problem> {
+fn json_batch(message: &[u8]) -> Result<JsonBatch, Problem> {
     let batch = decode_batch(message, usize::MAX)
         .map_err(|error| Problem::internal(format!("cannot read the batch back: {error}")))?;
     let tables = batch
@@ -560,7 +532,7 @@ fn json_batch(message: &[u8]) -> Result<serde_json::Value, Problem> {
         checksum: batch.checksum,
         tables,
     };
-    serde_json::to_value(&batch).map_err(|error| Problem::internal(error.to_string()))
+    Ok(batch)
 }
 
 /// Pulls what changed after a cursor. JSON by default; the binary message of
@@ -614,15 +586,10 @@ pub(crate) async fn list_sessions(
     state: AppState,
     principal: Principal,
 ) -> Result<Response, Problem> {
-    let sessions: Vec<SessionInfo> = state
-        .sync()
-        .sessions()
-        .into_iter()
-        .filter(|session| match &principal {
-            Principal::Admin => true,
-            Principal::User { device, .. } => session.device == *device,
-        })
-        .collect();
+    let sessions: Vec<SessionInfo> = match &principal {
+        Principal::Admin => state.sync().sessions(),
+        Principal::User { device, .. } => state.sync().session(device).into_iter().collect(),
+    };
     Ok(json(StatusCode::OK, &sessions))
 }
 
@@ -644,7 +611,5 @@ pub(crate) async fn end_session(
             "no session for device `{device}`"
         )));
     }
-    let mut response = Response::new(Vec::new().into());
-    *response.status_mut() = StatusCode::NO_CONTENT;
-    Ok(response)
+    Ok(no_content())
 }

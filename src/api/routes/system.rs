@@ -130,7 +130,7 @@ fn gauge(name: &'static str, help: &'static str, value: f64) -> Gauge {
 fn gauges(state: &AppState) -> Vec<Gauge> {
     let stats = state.database().stats();
     let compression = state.sync().compression_stats();
-    let sessions = state.sync().sessions().len();
+    let sessions = state.sync().session_count();
     let mut gauges = vec![
         gauge(
             "msdb_records",
@@ -236,7 +236,7 @@ pub(crate) async fn stats(state: AppState, principal: Principal) -> Result<Respo
             engine: state.database().stats(),
             compression: state.sync().compression_stats(),
             sync: SyncStats {
-                sessions: state.sync().sessions().len(),
+                sessions: state.sync().session_count(),
                 max_sessions: state.sync().config().max_sessions,
             },
         };

@@ -172,13 +172,8 @@ pub(crate) async fn put_table(
     require_admin(&principal)?;
     let definition: TableDefinition = parse_json(content_type.as_deref(), &bytes)?;
     let (schema, access) = definition.schema(&table);
-    if let Some(AccessRule::Owner { field }) = &access
-        && schema.position(field).is_none()
-    {
-        return Err(Problem::bad_request(
-            "unknown_field",
-            format!("table `{table}` has no field `{field}` to hold the owner"),
-        ));
+    if let Some(rule) = &access {
+        check_owner_field(&schema, rule)?;
     }
     blocking(move || {
         let db = state.database();
@@ -203,6 +198,22 @@ pub(crate) async fn put_table(
         Ok(json(status, &info(&state, schema)))
     })
     .await
+}
+
+/// An owner rule must name a field of the table.
+fn check_owner_field(schema: &TableSchema, rule: &AccessRule) -> Result<(), Problem> {
+    match rule {
+        AccessRule::Owner { field } if schema.position(field).is_none() => {
+            Err(Problem::bad_request(
+                "unknown_field",
+                format!(
+                    "table `{}` has no field `{field}` to hold the owner",
+                    schema.name
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn same_definition(existing: &TableSchema, asked: &TableSchema) -> bool {
@@ -230,14 +241,7 @@ pub(crate) async fn put_access(
         .database()
         .schema(&table)
         .ok_or_else(|| Problem::no_table(&table))?;
-    if let AccessRule::Owner { field } = &rule
-        && schema.position(field).is_none()
-    {
-        return Err(Problem::bad_request(
-            "unknown_field",
-            format!("table `{table}` has no field `{field}` to hold the owner"),
-        ));
-    }
+    check_owner_field(&schema, &rule)?;
     state.access().set(&table, rule);
     Ok(json(StatusCode::OK, &info(&state, schema)))
 }

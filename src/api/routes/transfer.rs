@@ -80,8 +80,11 @@ pub(crate) async fn export(
     require_admin(&principal)?;
     let format = match (&params.format, accept.as_deref()) {
         (Some(name), _) => format_named(name)?,
-        (None, Some(accept)) if accept.contains(Format::Binary.content_type()) => Format::Binary,
-        _ => Format::Ndjson,
+        (None, Some(accept)) => accept
+            .split(',')
+            .find_map(Format::from_content_type)
+            .unwrap_or(Format::Ndjson),
+        (None, None) => Format::Ndjson,
     };
     let tables = params.tables.map(|names| {
         names
@@ -176,8 +179,9 @@ pub(crate) async fn import(
         }
         importer.finish()
     });
+    // The importer bounds the bytes it takes (`too_large`); when it refuses,
+    // it drops the receiver and the body is read no further.
     let mut body = std::pin::pin!(body);
-    let mut received = 0_u64;
     while let Some(chunk) = body.next().await {
         let mut chunk = chunk.map_err(|error| {
             Problem::bad_request(
@@ -185,10 +189,6 @@ pub(crate) async fn import(
                 format!("the body could not be read: {error}"),
             )
         })?;
-        received += chunk.remaining() as u64;
-        if received > max_bytes {
-            return Err(too_large(max_bytes));
-        }
         let bytes = chunk.copy_to_bytes(chunk.remaining());
         if sender.send(bytes).await.is_err() {
             break;
