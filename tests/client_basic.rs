@@ -11,14 +11,18 @@ use mobilesyncdb::client::{
     Client, ClientConfig, ClientError, Fault, InProcess, LocalRow, NetworkConditions, Replica,
     RetryPolicy, SimulatedNetwork, WriteError,
 };
-use mobilesyncdb::config::{EngineConfig, SyncConfig};
+use mobilesyncdb::config::EngineConfig;
 use mobilesyncdb::crdt::{ActorId, ChangeHash, ClientId, Record, Value};
 use mobilesyncdb::engine::{Database, ManualClock};
 use mobilesyncdb::schema::{FieldSpec, FieldType, Fields, TableSchema};
 use mobilesyncdb::sync::wire::MessageKind;
 use mobilesyncdb::sync::{
-    PullRequest, SyncServer, WireFilter, WireScope, WireValue, decode_pull_response, encode_request,
+    PullRequest, WireFilter, WireScope, WireValue, decode_pull_response, encode_request,
 };
+
+mod common;
+
+use common::{client_config, fields, sync_server};
 
 const T0: u64 = 1_750_000_000_000;
 
@@ -29,60 +33,57 @@ fn todos() -> TableSchema {
         .field(FieldSpec::new("rank", FieldType::Integer))
 }
 
-fn fields(pairs: &[(&str, Value)]) -> Fields {
-    pairs
-        .iter()
-        .map(|(name, value)| ((*name).to_owned(), value.clone()))
-        .collect()
-}
-
 fn todo(id: &str, title: &str) -> Fields {
     fields(&[("id", Value::str(id)), ("title", Value::str(title))])
 }
 
 /// A database with `count` todos, written by the server at `clock`'s time.
 fn database(count: usize, clock: Arc<ManualClock>) -> Database {
-    let db = Database::with_clock(EngineConfig::default(), clock).expect("config");
-    db.create_table(todos()).expect("table");
-    let origin = ClientId::from("admin");
-    for n in 0..count {
-        db.insert(
-            "todos",
-            todo(&format!("t{n:03}"), &format!("task {n}")),
-            &origin,
-        )
-        .expect("insert");
-    }
-    db
-}
-
-fn server(db: &Database) -> SyncServer {
-    SyncServer::new(db.clone(), SyncConfig::default()).expect("sync config")
+    common::database(
+        EngineConfig::default(),
+        clock,
+        todos(),
+        (0..count).map(|n| todo(&format!("t{n:03}"), &format!("task {n}"))),
+    )
 }
 
 fn config(device: &str, wall: Arc<ManualClock>) -> ClientConfig {
-    let mut config = ClientConfig::new(device, vec![WireScope::all("todos")]);
-    config.wall = wall;
-    config
+    client_config(device, "todos", wall)
 }
 
 fn client(db: &Database, config: ClientConfig) -> Client<InProcess> {
-    Client::new(config, InProcess::new(server(db))).expect("client config")
+    Client::new(config, InProcess::new(sync_server(db))).expect("client config")
+}
+
+type Network = Arc<SimulatedNetwork<InProcess>>;
+
+/// A database with `count` todos and phone-1's client over a simulated link
+/// with `conditions`, its settings passed through `adjust`.
+fn over_network(
+    count: usize,
+    conditions: NetworkConditions,
+    adjust: impl FnOnce(ClientConfig) -> ClientConfig,
+) -> (Database, Network, Client<Network>) {
+    let clock = ManualClock::at(T0);
+    let db = database(count, Arc::clone(&clock));
+    let network = Arc::new(SimulatedNetwork::new(
+        InProcess::new(sync_server(&db)),
+        conditions,
+    ));
+    let client =
+        Client::new(adjust(config("phone-1", clock)), Arc::clone(&network)).expect("client");
+    (db, network, client)
 }
 
 /// The server's row as the client shows rows: set fields by name.
 fn server_row(db: &Database, id: &str) -> Option<LocalRow> {
-    let schema = db.schema("todos").expect("table");
-    let row = db.get("todos", id).expect("read")?;
-    Some(
-        schema
-            .fields
-            .iter()
-            .enumerate()
-            .map(|(position, field)| (field.name.clone(), row.get(position)))
-            .filter(|(_, value)| !value.is_null())
-            .collect(),
-    )
+    common::server_row(db, &db.schema("todos").expect("table"), id)
+}
+
+/// An edit of `id` on the server, by `admin`.
+fn server_update(db: &Database, id: &str, pairs: &[(&str, Value)]) {
+    db.update("todos", id, fields(pairs), &ClientId::from("admin"))
+        .expect("server edit");
 }
 
 fn server_heads(db: &Database, id: &str) -> BTreeSet<ChangeHash> {
@@ -142,20 +143,8 @@ async fn an_incremental_pull_brings_only_the_changed_records() {
     client.pull_all().await.expect("initial pull");
     let before = client.stats().records_received;
     let admin = ClientId::from("admin");
-    db.update(
-        "todos",
-        "t003",
-        fields(&[("done", Value::Bool(true))]),
-        &admin,
-    )
-    .expect("update");
-    db.update(
-        "todos",
-        "t017",
-        fields(&[("title", Value::str("renamed"))]),
-        &admin,
-    )
-    .expect("update");
+    server_update(&db, "t003", &[("done", Value::Bool(true))]);
+    server_update(&db, "t017", &[("title", Value::str("renamed"))]);
     db.delete("todos", "t010", &admin).expect("delete");
     let report = client.pull_all().await.expect("incremental pull");
     assert_eq!(report.records, 3);
@@ -165,6 +154,35 @@ async fn an_incremental_pull_brings_only_the_changed_records() {
     for id in ["t003", "t010", "t017"] {
         assert_eq!(client_heads(&client, id).await, server_heads(&db, id));
     }
+}
+
+#[tokio::test]
+async fn a_pull_that_finds_nothing_costs_one_request_and_no_acknowledgement() {
+    let clock = ManualClock::at(T0);
+    let db = database(5, Arc::clone(&clock));
+    let client = client(&db, config("phone-1", clock));
+    client.pull_all().await.expect("initial pull");
+    let before = client.stats();
+    client.pull_all().await.expect("no-change pull");
+    let after = client.stats();
+    assert_eq!(after.requests - before.requests, 1);
+    assert_eq!(after.acks, before.acks);
+    // The pull itself acknowledged the cursor it was made with.
+    let session = client
+        .transport()
+        .server()
+        .session("phone-1")
+        .expect("session");
+    assert_eq!(session.acked_cursor, client.cursor());
+    server_update(&db, "t003", &[("done", Value::Bool(true))]);
+    client.pull_all().await.expect("incremental pull");
+    let moved = client.stats();
+    assert_eq!(
+        moved.requests - after.requests,
+        2,
+        "a pull, then its acknowledgement"
+    );
+    assert_eq!(moved.acks, after.acks + 1);
 }
 
 #[tokio::test]
@@ -221,14 +239,7 @@ async fn concurrent_title_edits(server_later: bool) {
     };
     server_clock.advance(server_ms);
     phone_clock.advance(phone_ms);
-    let admin = ClientId::from("admin");
-    db.update(
-        "todos",
-        "t000",
-        fields(&[("title", Value::str("server"))]),
-        &admin,
-    )
-    .expect("server edit");
+    server_update(&db, "t000", &[("title", Value::str("server"))]);
     client
         .update("todos", "t000", fields(&[("title", Value::str("phone"))]))
         .await
@@ -269,21 +280,9 @@ async fn a_concurrent_edit_of_one_field_converges_to_the_later_server_write() {
 
 #[tokio::test(start_paused = true)]
 async fn a_local_write_during_a_pull_is_kept() {
-    let clock = ManualClock::at(T0);
-    let db = database(3, Arc::clone(&clock));
-    let network = Arc::new(SimulatedNetwork::new(
-        InProcess::new(server(&db)),
-        NetworkConditions::lte(),
-    ));
-    let client = Client::new(config("phone-1", clock), Arc::clone(&network)).expect("client");
+    let (db, _network, client) = over_network(3, NetworkConditions::lte(), |config| config);
     client.pull_all().await.expect("initial pull");
-    db.update(
-        "todos",
-        "t001",
-        fields(&[("rank", Value::Int(9))]),
-        &ClientId::from("admin"),
-    )
-    .expect("server edit");
+    server_update(&db, "t001", &[("rank", Value::Int(9))]);
     let (pulled, written) = tokio::join!(client.pull_all(), async {
         // Lands while the pull's request is on the way.
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -308,7 +307,7 @@ async fn a_local_write_during_a_pull_is_kept() {
 async fn a_batch_stored_twice_changes_nothing() {
     let clock = ManualClock::at(T0);
     let db = database(4, clock);
-    let server = server(&db);
+    let server = sync_server(&db);
     let request = PullRequest {
         device: "phone-1".into(),
         cursor: 0,
@@ -337,22 +336,9 @@ fn no_retries(mut config: ClientConfig) -> ClientConfig {
 
 #[tokio::test(start_paused = true)]
 async fn a_damaged_answer_is_refused_and_the_replica_is_unchanged() {
-    let clock = ManualClock::at(T0);
-    let db = database(10, Arc::clone(&clock));
-    let network = Arc::new(SimulatedNetwork::new(
-        InProcess::new(server(&db)),
-        NetworkConditions::ideal(),
-    ));
-    let client =
-        Client::new(no_retries(config("phone-1", clock)), Arc::clone(&network)).expect("client");
+    let (db, network, client) = over_network(10, NetworkConditions::ideal(), no_retries);
     client.pull_all().await.expect("initial pull");
-    db.update(
-        "todos",
-        "t001",
-        fields(&[("rank", Value::Int(5))]),
-        &ClientId::from("admin"),
-    )
-    .expect("update");
+    server_update(&db, "t001", &[("rank", Value::Int(5))]);
     let before = client.replica();
     for fault in [
         Fault::CorruptResponse { at: 40 },
@@ -382,13 +368,7 @@ async fn a_damaged_answer_is_refused_and_the_replica_is_unchanged() {
 
 #[tokio::test(start_paused = true)]
 async fn a_retried_pull_recovers_from_damaged_answers() {
-    let clock = ManualClock::at(T0);
-    let db = database(10, Arc::clone(&clock));
-    let network = Arc::new(SimulatedNetwork::new(
-        InProcess::new(server(&db)),
-        NetworkConditions::ideal(),
-    ));
-    let client = Client::new(config("phone-1", clock), Arc::clone(&network)).expect("client");
+    let (db, network, client) = over_network(10, NetworkConditions::ideal(), |config| config);
     network.script([Fault::CorruptResponse { at: 100 }, Fault::DropRequest]);
     client.pull_all().await.expect("pull after two retries");
     assert_eq!(client.stats().retries, 2);
@@ -397,14 +377,7 @@ async fn a_retried_pull_recovers_from_damaged_answers() {
 
 #[tokio::test(start_paused = true)]
 async fn a_push_whose_answer_was_lost_is_not_applied_twice() {
-    let clock = ManualClock::at(T0);
-    let db = database(2, Arc::clone(&clock));
-    let network = Arc::new(SimulatedNetwork::new(
-        InProcess::new(server(&db)),
-        NetworkConditions::ideal(),
-    ));
-    let client =
-        Client::new(no_retries(config("phone-1", clock)), Arc::clone(&network)).expect("client");
+    let (db, network, client) = over_network(2, NetworkConditions::ideal(), no_retries);
     client.pull_all().await.expect("initial pull");
     client
         .update("todos", "t000", fields(&[("rank", Value::Int(1))]))
@@ -438,14 +411,7 @@ async fn a_push_whose_answer_was_lost_is_not_applied_twice() {
 
 #[tokio::test(start_paused = true)]
 async fn an_echo_pulled_before_the_push_was_answered_is_confirmed_later() {
-    let clock = ManualClock::at(T0);
-    let db = database(2, Arc::clone(&clock));
-    let network = Arc::new(SimulatedNetwork::new(
-        InProcess::new(server(&db)),
-        NetworkConditions::ideal(),
-    ));
-    let client =
-        Client::new(no_retries(config("phone-1", clock)), Arc::clone(&network)).expect("client");
+    let (db, network, client) = over_network(2, NetworkConditions::ideal(), no_retries);
     client.pull_all().await.expect("initial pull");
     client
         .update("todos", "t001", fields(&[("title", Value::str("mine"))]))
@@ -471,13 +437,7 @@ async fn an_echo_pulled_before_the_push_was_answered_is_confirmed_later() {
 
 #[tokio::test(start_paused = true)]
 async fn a_lost_push_answer_is_retried_automatically() {
-    let clock = ManualClock::at(T0);
-    let db = database(1, Arc::clone(&clock));
-    let network = Arc::new(SimulatedNetwork::new(
-        InProcess::new(server(&db)),
-        NetworkConditions::ideal(),
-    ));
-    let client = Client::new(config("phone-1", clock), Arc::clone(&network)).expect("client");
+    let (db, network, client) = over_network(1, NetworkConditions::ideal(), |config| config);
     client.pull_all().await.expect("initial pull");
     client
         .update("todos", "t000", fields(&[("title", Value::str("once"))]))
@@ -494,15 +454,11 @@ async fn a_lost_push_answer_is_retried_automatically() {
 
 #[tokio::test(start_paused = true)]
 async fn an_interrupted_pull_resumes_without_downloading_stored_batches_again() {
-    let clock = ManualClock::at(T0);
-    let db = database(50, Arc::clone(&clock));
-    let network = Arc::new(SimulatedNetwork::new(
-        InProcess::new(server(&db)),
-        NetworkConditions::lte(),
-    ));
-    let mut config = no_retries(config("phone-1", clock));
-    config.batch_records = Some(10);
-    let client = Client::new(config, Arc::clone(&network)).expect("client");
+    let (db, network, client) = over_network(50, NetworkConditions::lte(), |config| {
+        let mut config = no_retries(config);
+        config.batch_records = Some(10);
+        config
+    });
     network.script([
         Fault::None,
         Fault::None,
@@ -525,19 +481,13 @@ async fn an_interrupted_pull_resumes_without_downloading_stored_batches_again() 
 
 #[tokio::test(start_paused = true)]
 async fn an_exchange_costs_latency_plus_bytes_over_bandwidth() {
-    let clock = ManualClock::at(T0);
-    let db = database(30, Arc::clone(&clock));
     let conditions = NetworkConditions {
         latency_up: Duration::from_millis(80),
         latency_down: Duration::from_millis(120),
         bandwidth_up: Some(10_000),
         bandwidth_down: Some(50_000),
     };
-    let network = Arc::new(SimulatedNetwork::new(
-        InProcess::new(server(&db)),
-        conditions.clone(),
-    ));
-    let client = Client::new(config("phone-1", clock), Arc::clone(&network)).expect("client");
+    let (_db, network, client) = over_network(30, conditions.clone(), |config| config);
     let started = tokio::time::Instant::now();
     client.pull_once().await.expect("pull");
     let elapsed = started.elapsed();
@@ -716,13 +666,7 @@ async fn a_record_entering_a_filtered_scope_is_fetched_whole() {
     assert_eq!(client.rows("todos").len(), 1);
     // Handed over to ann: the server sends only the change, which the client
     // cannot apply without the record, so it asks for the record whole.
-    db.update(
-        "todos",
-        "theirs",
-        fields(&[("title", Value::str("ann"))]),
-        &admin,
-    )
-    .expect("update");
+    server_update(&db, "theirs", &[("title", Value::str("ann"))]);
     let report = client.pull_all().await.expect("pull");
     assert_eq!(report.batches, 2, "one batch, then one to fetch the record");
     assert_eq!(client.get("todos", "theirs"), server_row(&db, "theirs"));
@@ -732,13 +676,7 @@ async fn a_record_entering_a_filtered_scope_is_fetched_whole() {
     );
     assert!(client.replica().fetch.is_empty());
     // Handed away again: the record leaves the replica.
-    db.update(
-        "todos",
-        "mine",
-        fields(&[("title", Value::str("bob"))]),
-        &admin,
-    )
-    .expect("update");
+    server_update(&db, "mine", &[("title", Value::str("bob"))]);
     client.pull_all().await.expect("pull");
     assert_eq!(client.replica().record("todos", "mine"), None);
 }

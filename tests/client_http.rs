@@ -16,9 +16,12 @@ use mobilesyncdb::engine::Database;
 use mobilesyncdb::schema::{FieldSpec, FieldType, Fields, TableSchema};
 use mobilesyncdb::sync::WireScope;
 
+mod common;
+
+use common::{fields, local_config, mint_token as token};
+
 async fn start(configure: impl FnOnce(&mut Config)) -> ServerHandle {
-    let mut config = Config::default();
-    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    let mut config = local_config();
     config.access.insert("notes".into(), AccessRule::Shared);
     configure(&mut config);
     let db = Database::new(config.engine.clone()).unwrap();
@@ -29,10 +32,6 @@ async fn start(configure: impl FnOnce(&mut Config)) -> ServerHandle {
     mobilesyncdb::api::start_with(config, db).await.unwrap()
 }
 
-fn token(handle: &ServerHandle, user: &str, device: &str) -> String {
-    handle.state().auth().mint(user, device, None).unwrap().0
-}
-
 fn client(handle: &ServerHandle, device: &str, token: &str) -> Client<HttpTransport> {
     let mut config = ClientConfig::new(device, vec![WireScope::all("notes")]);
     config.retry = RetryPolicy::never();
@@ -41,10 +40,7 @@ fn client(handle: &ServerHandle, device: &str, token: &str) -> Client<HttpTransp
 }
 
 fn note(id: &str, text: &str) -> Fields {
-    [("id", Value::str(id)), ("text", Value::str(text))]
-        .into_iter()
-        .map(|(name, value)| (name.to_owned(), value))
-        .collect()
+    fields(&[("id", Value::str(id)), ("text", Value::str(text))])
 }
 
 fn text(client: &Client<HttpTransport>, id: &str) -> Option<Value> {
@@ -97,6 +93,10 @@ async fn two_devices_sync_through_the_http_server() {
     let stats = phone.stats();
     assert_eq!(stats.retries, 0);
     assert!(stats.requests >= 3 && stats.bytes_received > 0, "{stats:?}");
+    // The server saw the phone's pulls and pushes over HTTP, as its device.
+    let session = handle.state().sync().session("phone-1").expect("session");
+    assert_eq!(session.acked_cursor, phone.cursor());
+    assert!(session.pulls >= 3 && session.pushes >= 2, "{session:?}");
 
     handle.shutdown().await;
 }

@@ -12,6 +12,8 @@ use mobilesyncdb::engine::{Database, Direction, Filter, Query, WallClock};
 use mobilesyncdb::schema::{FieldSpec, FieldType, TableSchema};
 use quickcheck::{Arbitrary, Gen, QuickCheck, TestResult};
 
+mod common;
+
 #[derive(Debug)]
 struct ManualClock(AtomicU64);
 
@@ -152,8 +154,7 @@ struct World {
 impl World {
     fn new(policy: u8) -> World {
         let clock = Arc::new(ManualClock(AtomicU64::new(START_MS)));
-        let db = Database::with_clock(EngineConfig::default(), clock.clone()).expect("config");
-        db.create_table(schema(policy)).expect("schema");
+        let db = common::database(EngineConfig::default(), clock.clone(), schema(policy), []);
         World {
             db,
             clock,

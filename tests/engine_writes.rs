@@ -12,6 +12,10 @@ use mobilesyncdb::engine::{
 };
 use mobilesyncdb::schema::{FieldSpec, FieldType, Fields, TableSchema};
 
+mod common;
+
+use common::fields;
+
 fn todos() -> TableSchema {
     TableSchema::new("todos", "id")
         .field(FieldSpec::new("title", FieldType::String).required())
@@ -25,20 +29,12 @@ fn todos() -> TableSchema {
 
 fn database_with(config: EngineConfig) -> (Database, Arc<ManualClock>) {
     let clock = ManualClock::at(1_700_000_000_000);
-    let database = Database::with_clock(config, clock.clone()).expect("valid config");
-    database.create_table(todos()).expect("create table");
+    let database = common::database(config, clock.clone(), todos(), []);
     (database, clock)
 }
 
 fn database() -> Database {
     database_with(EngineConfig::default()).0
-}
-
-fn fields(entries: &[(&str, Value)]) -> Fields {
-    entries
-        .iter()
-        .map(|(name, value)| (name.to_string(), value.clone()))
-        .collect()
 }
 
 fn todo(id: &str, title: &str) -> Fields {

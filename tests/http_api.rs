@@ -9,13 +9,11 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-const NOTES: &str = r#"{"primary_key":"id","fields":[{"name":"id","type":"string","required":true},{"name":"owner","type":"string"},{"name":"text","type":"string"}],"indexes":[{"field":"owner"}],"access":{"kind":"owner","field":"owner"}}"#;
+mod common;
 
-fn test_config() -> Config {
-    let mut config = Config::default();
-    config.server.listen = "127.0.0.1:0".parse().unwrap();
-    config
-}
+use common::{local_config, mint_token};
+
+const NOTES: &str = r#"{"primary_key":"id","fields":[{"name":"id","type":"string","required":true},{"name":"owner","type":"string"},{"name":"text","type":"string"}],"indexes":[{"field":"owner"}],"access":{"kind":"owner","field":"owner"}}"#;
 
 struct Server {
     handle: ServerHandle,
@@ -92,19 +90,21 @@ impl Server {
         }
     }
 
+    /// A server with the notes table, and alice's credentials on phone-a.
+    async fn with_notes() -> (Server, String) {
+        let server = Server::start(local_config()).await;
+        server.create_notes().await;
+        let alice = server.token("alice", "phone-a");
+        (server, alice)
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.handle.url())
     }
 
     /// `Authorization: Bearer <token>` for a fresh token of `user` on `device`.
     fn token(&self, user: &str, device: &str) -> String {
-        let (token, _) = self
-            .handle
-            .state()
-            .auth()
-            .mint(user, device, None)
-            .expect("mint");
-        format!("Bearer {token}")
+        format!("Bearer {}", mint_token(&self.handle, user, device))
     }
 
     async fn send(
@@ -286,9 +286,7 @@ fn now() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tour_of_records_with_etags_lists_and_queries() {
-    let server = Server::start(test_config()).await;
-    server.create_notes().await;
-    let alice = server.token("alice", "phone-a");
+    let (server, alice) = Server::with_notes().await;
 
     // Create: 201, ETag, Location, the owner filled in.
     let created = server.create_note(&alice, "n1", "hello").await;
@@ -445,9 +443,7 @@ async fn tour_of_records_with_etags_lists_and_queries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bob_never_sees_or_changes_alices_rows() {
-    let server = Server::start(test_config()).await;
-    server.create_notes().await;
-    let alice = server.token("alice", "phone-a");
+    let (server, alice) = Server::with_notes().await;
     let bob = server.token("bob", "phone-b");
     server.create_note(&alice, "a1", "alice one").await;
     server.create_note(&alice, "a2", "alice two").await;
@@ -662,9 +658,7 @@ async fn send_case(server: &Server, case: &Case, auth: Option<&str>, user: &str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_checks_credentials() {
-    let server = Server::start(test_config()).await;
-    server.create_notes().await;
-    let alice = server.token("alice", "phone-a");
+    let (server, alice) = Server::with_notes().await;
     let bob = server.token("bob", "phone-b");
     server.create_note(&alice, "a1", "secret of alice").await;
 
@@ -968,7 +962,7 @@ struct BodyRoute {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_bodies_are_refused_and_change_nothing() {
-    let mut config = test_config();
+    let mut config = local_config();
     config.limits.max_json_body_bytes = 2048;
     config.limits.max_sync_body_bytes = 2048;
     let server = Server::start(config).await;
@@ -1215,9 +1209,7 @@ async fn pull_answers_gzip_json_and_binary_as_asked() {
     use mobilesyncdb::sync::wire::MessageKind;
     use mobilesyncdb::sync::{PullRequest, WireScope, decode_pull_response, encode_request};
 
-    let server = Server::start(test_config()).await;
-    server.create_notes().await;
-    let alice = server.token("alice", "phone-a");
+    let (server, alice) = Server::with_notes().await;
     for n in 0..40 {
         let text = format!("note number {n} with some text to make the answer large enough");
         server.create_note(&alice, &format!("n{n:02}"), &text).await;
@@ -1343,7 +1335,7 @@ async fn pull_answers_gzip_json_and_binary_as_asked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quick_requests_over_the_burst_get_429() {
-    let mut config = test_config();
+    let mut config = local_config();
     config.limits.requests_per_second = 1;
     config.limits.burst = 3;
     let server = Server::start(config).await;
@@ -1377,7 +1369,7 @@ async fn quick_requests_over_the_burst_get_429() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_document_lists_every_route() {
-    let server = Server::start(test_config()).await;
+    let server = Server::start(local_config()).await;
     let answer = server.get("/openapi.json", None).await;
     answer.assert_status(200);
     assert!(
@@ -1449,9 +1441,7 @@ async fn export_then_import_gives_the_same_rows() {
 }
 
 async fn export_import_roundtrip(strict: bool) {
-    let source = Server::start(test_config()).await;
-    source.create_notes().await;
-    let alice = source.token("alice", "phone-a");
+    let (source, alice) = Server::with_notes().await;
     let bob = source.token("bob", "phone-b");
     for n in 0..12 {
         let who = if n % 3 == 0 { &bob } else { &alice };
@@ -1509,7 +1499,7 @@ async fn export_import_roundtrip(strict: bool) {
             export_file_until_trailer(&source, format).await
         };
 
-        let target = Server::start(test_config()).await;
+        let target = Server::start(local_config()).await;
         let import = |file: Vec<u8>| {
             target
                 .client
@@ -1563,16 +1553,14 @@ async fn export_import_roundtrip(strict: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_requests_in_flight_then_refuses() {
-    let source = Server::start(test_config()).await;
-    source.create_notes().await;
-    let alice = source.token("alice", "phone-a");
+    let (source, alice) = Server::with_notes().await;
     for n in 0..5 {
         source.create_note(&alice, &format!("g{n}"), "text").await;
     }
     let file = export_file_until_trailer(&source, "ndjson").await;
     source.handle.shutdown().await;
 
-    let server = Server::start(test_config()).await;
+    let server = Server::start(local_config()).await;
     let url = server.handle.url();
     let (first, rest) = file.split_at(file.len() / 2);
     let (first, rest) = (first.to_vec(), rest.to_vec());

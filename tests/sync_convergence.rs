@@ -32,12 +32,16 @@ use mobilesyncdb::client::{
     Client, ClientConfig, ClientError, Fault, FaultRates, InProcess, LocalRow, NetworkConditions,
     Replica, SimulatedNetwork, Transport, TransportError, derive_row,
 };
-use mobilesyncdb::config::{EngineConfig, SyncConfig};
+use mobilesyncdb::config::EngineConfig;
 use mobilesyncdb::crdt::{ActorId, Change, ChangeHash, ClientId, Edit, Record, Value};
 use mobilesyncdb::engine::{Database, ManualClock, WallClock};
-use mobilesyncdb::schema::{FieldSpec, FieldType, Fields, TableSchema};
+use mobilesyncdb::schema::{FieldType, Fields, TableSchema};
 use mobilesyncdb::sync::wire::MessageKind;
-use mobilesyncdb::sync::{OpResult, OpStatus, PushResult, SyncServer, WireScope, decode_response};
+use mobilesyncdb::sync::{OpResult, OpStatus, PushResult, WireScope, decode_response};
+
+mod common;
+
+use common::{fields, server_row, sorted, sync_server, todos_of_every_kind};
 
 const TABLE: &str = "todos";
 /// The wall time every clock starts from (June 2025).
@@ -124,24 +128,8 @@ fn seed() -> u64 {
     parsed.unwrap_or_else(|_| panic!("MSDB_SYNC_SEED={raw} is not a number"))
 }
 
-fn todos() -> TableSchema {
-    TableSchema::new(TABLE, "id")
-        .field(FieldSpec::new("title", FieldType::String))
-        .field(FieldSpec::new("done", FieldType::Boolean))
-        .field(FieldSpec::new("priority", FieldType::Integer))
-        .field(FieldSpec::new("due", FieldType::Timestamp))
-        .field(FieldSpec::new("likes", FieldType::Counter))
-}
-
 fn pool_id(n: usize) -> String {
     format!("r{n:02}")
-}
-
-fn fields(pairs: Vec<(&str, Value)>) -> Fields {
-    pairs
-        .into_iter()
-        .map(|(name, value)| (name.to_owned(), value))
-        .collect()
 }
 
 /// A value for one of the editable fields (never the counter); unset sometimes.
@@ -171,7 +159,7 @@ fn random_edit(rng: &mut fastrand::Rng) -> Fields {
 }
 
 fn full_record(rng: &mut fastrand::Rng, id: &str) -> Fields {
-    let mut record = fields(vec![
+    let mut record = fields(&[
         ("id", Value::str(id)),
         ("title", Value::str(format!("title {}", rng.u8(..40)))),
         ("done", Value::Bool(rng.bool())),
@@ -270,13 +258,13 @@ fn world(
     rates: &FaultRates,
 ) -> World {
     let clock = ManualClock::at(T0 as u64);
-    let db = Database::with_clock(
+    let db = common::database(
         EngineConfig::default(),
         Arc::clone(&clock) as Arc<dyn WallClock>,
-    )
-    .expect("engine config");
-    db.create_table(todos()).expect("table");
-    let server = SyncServer::new(db.clone(), SyncConfig::default()).expect("sync config");
+        todos_of_every_kind(TABLE),
+        [],
+    );
+    let server = sync_server(&db);
     let pushes = Arc::new(Mutex::new(Vec::new()));
     let mut rng = fastrand::Rng::with_seed(seed);
     let phones = (0..clients)
@@ -374,7 +362,7 @@ impl Phone {
                 tally.bumps += 1;
                 let id = live[rng.usize(..live.len())].clone();
                 let likes = bumped(self.client.get(TABLE, &id).as_ref());
-                let edit = fields(vec![("likes", likes)]);
+                let edit = fields(&[("likes", likes)]);
                 self.client.update(TABLE, &id, edit).await.map(|()| id)
             }
             72..=79 if !live.is_empty() => {
@@ -457,20 +445,6 @@ fn server_edit(db: &Database, rng: &mut fastrand::Rng, seed: u64) {
     outcome.unwrap_or_else(|error| panic!("seed {seed}: server write to {id} refused: {error}"));
 }
 
-/// The server's row as the client shows rows: set fields by name.
-fn server_row(db: &Database, schema: &TableSchema, id: &str) -> Option<LocalRow> {
-    let row = db.get(TABLE, id).expect("read")?;
-    Some(
-        schema
-            .fields
-            .iter()
-            .enumerate()
-            .map(|(position, field)| (field.name.clone(), row.get(position)))
-            .filter(|(_, value)| !value.is_null())
-            .collect(),
-    )
-}
-
 /// Every record the server holds, live or deleted.
 fn server_ids(db: &Database) -> BTreeSet<String> {
     db.records_changed_since(TABLE, 0, usize::MAX)
@@ -483,11 +457,6 @@ fn server_ids(db: &Database) -> BTreeSet<String> {
 fn server_document(db: &Database, id: &str) -> Record {
     let bytes = db.record_bytes(TABLE, id).expect("read").expect("stored");
     Record::load(&bytes).expect("the server's document loads")
-}
-
-fn sorted(mut heads: Vec<ChangeHash>) -> Vec<ChangeHash> {
-    heads.sort();
-    heads
 }
 
 fn schema_fields(schema: &TableSchema) -> Vec<(String, FieldType)> {
@@ -753,10 +722,7 @@ async fn fifty_phones_writing_one_field_at_once_converge_on_the_latest_write() {
     let admin = ClientId::from("admin");
     db.insert(
         TABLE,
-        fields(vec![
-            ("id", Value::str("shared")),
-            ("title", Value::str("start")),
-        ]),
+        fields(&[("id", Value::str("shared")), ("title", Value::str("start"))]),
         &admin,
     )
     .expect("insert");
@@ -782,7 +748,7 @@ async fn fifty_phones_writing_one_field_at_once_converge_on_the_latest_write() {
         on_every_phone(&world.phones, |client, _, device| async move {
             let title = Value::str(format!("{device}, round {round}"));
             client
-                .update(TABLE, "shared", fields(vec![("title", title)]))
+                .update(TABLE, "shared", fields(&[("title", title)]))
                 .await
                 .unwrap_or_else(|error| panic!("seed {seed}: local write refused: {error}"));
         })

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use mobilesyncdb::config::{EngineConfig, RetentionPolicy, SyncConfig};
+use mobilesyncdb::config::{EngineConfig, RetentionPolicy};
 use mobilesyncdb::crdt::{ActorId, ClientId, Edit, Record, Stamp, StampMeta, Value};
 use mobilesyncdb::engine::Database;
 use mobilesyncdb::schema::{FieldSpec, FieldType, Fields, TableSchema};
@@ -14,6 +14,10 @@ use mobilesyncdb::sync::{
     PushResult, RecordRef, ResponseError, SyncServer, WireFilter, WireScope, WireValue,
     decode_pull_response, decode_response, encode_request,
 };
+
+mod common;
+
+use common::{fields, sync_server};
 
 const LIMIT: usize = 64 << 20;
 
@@ -26,15 +30,23 @@ fn todos() -> TableSchema {
 }
 
 fn todo(id: &str, title: &str, owner: &str) -> Fields {
-    [
+    fields(&[
         ("id", Value::str(id)),
         ("title", Value::str(title)),
         ("owner", Value::str(owner)),
         ("due", Value::Timestamp(1_700_000_000_000)),
-    ]
-    .into_iter()
-    .map(|(name, value)| (name.to_owned(), value))
-    .collect()
+    ])
+}
+
+/// A web client's edit of one field of `id`.
+fn web_edit(db: &Database, id: &str, field: &str, value: Value) {
+    db.update(
+        "todos",
+        id,
+        fields(&[(field, value)]),
+        &ClientId::from("web"),
+    )
+    .expect("edit");
 }
 
 fn server_with(config: EngineConfig, count: usize) -> SyncServer {
@@ -50,7 +62,7 @@ fn server_with(config: EngineConfig, count: usize) -> SyncServer {
         )
         .expect("insert");
     }
-    SyncServer::new(db, SyncConfig::default()).expect("sync config")
+    sync_server(&db)
 }
 
 fn server(count: usize) -> SyncServer {
@@ -270,21 +282,8 @@ fn a_filtered_scope_sends_matching_rows_and_tells_when_a_row_leaves() {
     let first = pull(&server, &request);
     assert_eq!(ids(&first), ["t0000", "t0002", "t0004", "t0006", "t0008"]);
     let db = server.database();
-    let origin = ClientId::from("web");
-    db.update(
-        "todos",
-        "t0002",
-        [("owner".to_owned(), Value::str("bob"))].into(),
-        &origin,
-    )
-    .expect("reassign");
-    db.update(
-        "todos",
-        "t0003",
-        [("owner".to_owned(), Value::str("ann"))].into(),
-        &origin,
-    )
-    .expect("reassign");
+    web_edit(db, "t0002", "owner", Value::str("bob"));
+    web_edit(db, "t0003", "owner", Value::str("ann"));
     request.cursor = first.next_cursor;
     let second = pull(&server, &request);
     let states: Vec<_> = second.tables[0]
@@ -583,23 +582,10 @@ fn a_compacted_record_leaving_a_filtered_scope_is_reported() {
     let first = pull(&server, &request);
     assert_eq!(ids(&first), ["t0000", "t0002"]);
     let db = server.database();
-    let origin = ClientId::from("web");
     for title in ["a", "b", "c"] {
-        db.update(
-            "todos",
-            "t0000",
-            [("title".to_owned(), Value::str(title))].into(),
-            &origin,
-        )
-        .expect("edit");
+        web_edit(db, "t0000", "title", Value::str(title));
     }
-    db.update(
-        "todos",
-        "t0000",
-        [("owner".to_owned(), Value::str("bob"))].into(),
-        &origin,
-    )
-    .expect("reassign");
+    web_edit(db, "t0000", "owner", Value::str("bob"));
     request.cursor = first.next_cursor;
     let second = pull(&server, &request);
     let states: Vec<_> = second.tables[0]
@@ -624,15 +610,8 @@ fn a_pull_cut_into_batches_never_drops_a_change_of_a_record_listed_later() {
         .map(|record| (record.id.clone(), record.payload.clone()))
         .collect();
     let db = server.database();
-    let origin = ClientId::from("web");
     let edit = |id: &str, title: &str| {
-        db.update(
-            "todos",
-            id,
-            [("title".to_owned(), Value::str(title))].into(),
-            &origin,
-        )
-        .expect("edit");
+        web_edit(db, id, "title", Value::str(title));
     };
     edit("t0005", "first change");
     edit("t0001", "listed first");
@@ -723,13 +702,7 @@ fn a_record_leaving_the_scope_during_a_cut_pull_is_reported() {
     let first = pull(&server, &request);
     assert_eq!(ids(&first), ["a"]);
     assert!(first.has_more);
-    db.update(
-        "todos",
-        "a",
-        [("owner".to_owned(), Value::str("bob"))].into(),
-        &origin,
-    )
-    .expect("reassign");
+    web_edit(db, "a", "owner", Value::str("bob"));
     request.cursor = first.next_cursor;
     request.base = Some(first.base);
     let mut states = Vec::new();

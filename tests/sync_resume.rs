@@ -28,13 +28,19 @@ use mobilesyncdb::client::{
     Replica, RetryPolicy, SimulatedNetwork, Transport, TransportError, WriteQueue,
 };
 use mobilesyncdb::config::{EngineConfig, RetentionPolicy, SyncConfig};
-use mobilesyncdb::crdt::{ActorId, Change, ChangeHash, ClientId, Edit, Record, Value};
+use mobilesyncdb::crdt::{Change, ChangeHash, ClientId, Edit, Record, Value};
 use mobilesyncdb::engine::{Database, ManualClock, WallClock};
-use mobilesyncdb::schema::{FieldSpec, FieldType, Fields, TableSchema};
+use mobilesyncdb::schema::Fields;
 use mobilesyncdb::sync::wire::{self, MessageKind, WireError};
 use mobilesyncdb::sync::{
     BatchError, PullBatch, PullRequest, PushResult, RecordRef, ResponseError, SyncServer,
     WireScope, decode_pull_response, encode_request,
+};
+
+mod common;
+
+use common::{
+    client_config, fields, server_row, sorted, sync_server as server, todos_of_every_kind,
 };
 
 const TABLE: &str = "todos";
@@ -86,22 +92,6 @@ impl Transport for Canned {
 
 type Link = Arc<SimulatedNetwork<Recorder<InProcess>>>;
 
-fn todos() -> TableSchema {
-    TableSchema::new(TABLE, "id")
-        .field(FieldSpec::new("title", FieldType::String))
-        .field(FieldSpec::new("done", FieldType::Boolean))
-        .field(FieldSpec::new("priority", FieldType::Integer))
-        .field(FieldSpec::new("due", FieldType::Timestamp))
-        .field(FieldSpec::new("likes", FieldType::Counter))
-}
-
-fn fields(pairs: &[(&str, Value)]) -> Fields {
-    pairs
-        .iter()
-        .map(|(name, value)| ((*name).to_owned(), value.clone()))
-        .collect()
-}
-
 fn todo(id: &str, title: &str) -> Fields {
     fields(&[
         ("id", Value::str(id)),
@@ -118,27 +108,18 @@ fn record_id(n: usize) -> String {
 
 /// A database with `count` todos `r000`, `r001`, …, written at `clock`'s time.
 fn database(config: EngineConfig, count: usize, clock: &Arc<ManualClock>) -> Database {
-    let db = Database::with_clock(config, Arc::clone(clock) as Arc<dyn WallClock>)
-        .expect("engine config");
-    db.create_table(todos()).expect("table");
-    let admin = ClientId::from("admin");
-    for n in 0..count {
-        let id = record_id(n);
-        db.insert(TABLE, todo(&id, &format!("task {n}")), &admin)
-            .expect("insert");
-    }
-    db
-}
-
-fn server(db: &Database) -> SyncServer {
-    SyncServer::new(db.clone(), SyncConfig::default()).expect("sync config")
+    common::database(
+        config,
+        Arc::clone(clock) as Arc<dyn WallClock>,
+        todos_of_every_kind(TABLE),
+        (0..count).map(|n| todo(&record_id(n), &format!("task {n}"))),
+    )
 }
 
 /// A phone's settings: the manual clock, one try per request (so each fault
 /// surfaces), and `batch` records per pull batch.
 fn config(device: &str, clock: &Arc<ManualClock>, batch: Option<u32>) -> ClientConfig {
-    let mut config = ClientConfig::new(device, vec![WireScope::all(TABLE)]);
-    config.wall = Arc::clone(clock) as Arc<dyn WallClock>;
+    let mut config = client_config(device, TABLE, Arc::clone(clock) as Arc<dyn WallClock>);
     config.retry = RetryPolicy::never();
     config.batch_records = batch;
     config
@@ -154,11 +135,7 @@ fn link(server: &SyncServer, answers: &Arc<Mutex<Vec<Vec<u8>>>>) -> Link {
 }
 
 fn replica(device: &str) -> Replica {
-    Replica::new(
-        device,
-        ActorId::from(format!("{device:-<16}").into_bytes()),
-        vec![WireScope::all(TABLE)],
-    )
+    common::replica(device, TABLE)
 }
 
 /// What a failed exchange must leave exactly as it was.
@@ -185,25 +162,6 @@ fn stored(replica: Replica) -> Stored {
         confirm: replica.confirm,
         queue: replica.queue,
     }
-}
-
-/// The server's row as the client shows rows: set fields by name.
-fn server_row(db: &Database, schema: &TableSchema, id: &str) -> Option<LocalRow> {
-    let row = db.get(TABLE, id).expect("read")?;
-    Some(
-        schema
-            .fields
-            .iter()
-            .enumerate()
-            .map(|(position, field)| (field.name.clone(), row.get(position)))
-            .filter(|(_, value)| !value.is_null())
-            .collect(),
-    )
-}
-
-fn sorted(mut heads: Vec<ChangeHash>) -> Vec<ChangeHash> {
-    heads.sort();
-    heads
 }
 
 /// One server record as a replica must hold it.
@@ -826,6 +784,17 @@ async fn an_outdated_cursor_catches_up_in_several_batches() {
 }
 
 /// The wire error inside a refused answer.
+/// The server's raw answer to a probe device pulling all of the table from `cursor`.
+fn probe_pull(server: &SyncServer, cursor: u64) -> Vec<u8> {
+    let request = PullRequest {
+        device: "probe".into(),
+        cursor,
+        tables: vec![WireScope::all(TABLE)],
+        ..PullRequest::default()
+    };
+    server.handle(&encode_request(MessageKind::PullRequest, &request))
+}
+
 fn wire_error(error: &ClientError) -> &WireError {
     match error {
         ClientError::InvalidResponse(
@@ -867,13 +836,7 @@ async fn foreign_answers_are_refused_and_the_replica_is_unchanged() {
     )
     .expect("update");
     let base = real.replica();
-    let request = PullRequest {
-        device: "probe".into(),
-        cursor: base.cursor,
-        tables: vec![WireScope::all(TABLE)],
-        ..PullRequest::default()
-    };
-    let batch = server.handle(&encode_request(MessageKind::PullRequest, &request));
+    let batch = probe_pull(&server, base.cursor);
     let declared = batch.len() - wire::HEADER_LEN;
     let patched = |at: usize, byte: u8| {
         let mut message = batch.clone();
@@ -938,13 +901,7 @@ async fn foreign_answers_are_refused_and_the_replica_is_unchanged() {
     }
 
     // A real batch, but one that starts at another cursor.
-    let first_batch = server.handle(&encode_request(
-        MessageKind::PullRequest,
-        &PullRequest {
-            cursor: 0,
-            ..request.clone()
-        },
-    ));
+    let first_batch = probe_pull(&server, 0);
     let client =
         Client::from_replica(config.clone(), base.clone(), Canned(first_batch)).expect("client");
     let error = client.pull_once().await.expect_err("out of order");
@@ -1022,13 +979,7 @@ async fn pending_replica_and_batch() -> (Replica, PullBatch, Database) {
             .expect("update");
     }
     let replica = client.replica();
-    let request = PullRequest {
-        device: "probe".into(),
-        cursor: replica.cursor,
-        tables: vec![WireScope::all(TABLE)],
-        ..PullRequest::default()
-    };
-    let answer = server.handle(&encode_request(MessageKind::PullRequest, &request));
+    let answer = probe_pull(&server, replica.cursor);
     let batch = decode_pull_response(&answer, LIMIT).expect("a batch");
     assert_eq!(batch.len(), 2);
     (replica, batch, db)
