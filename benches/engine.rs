@@ -31,6 +31,9 @@ use mobilesyncdb::crdt::{ClientId, Record, Value};
 use mobilesyncdb::dataset::{Dataset, DatasetSpec};
 use mobilesyncdb::engine::{Database, Filter, Query};
 
+mod common;
+use common::{env_number, figure};
+
 struct CountingAllocator;
 
 static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
@@ -92,32 +95,12 @@ fn rss_bytes() -> usize {
     pages * 4096
 }
 
-fn figure(name: &str, value: f64, unit: &str) {
-    if value.fract() == 0.0 || value.abs() >= 100.0 {
-        println!("figure {name} = {value:.0} {unit}");
-    } else {
-        println!("figure {name} = {value:.2} {unit}");
-    }
-}
-
 fn per_second(count: usize, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64()
 }
 
-fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default)
-}
-
 fn load(dataset: &Dataset, config: EngineConfig) -> (Database, Duration) {
-    let database = Database::new(config).expect("valid config");
-    let started = Instant::now();
-    dataset
-        .load_into(&database, &ClientId::from("bench-loader"))
-        .expect("load");
-    (database, started.elapsed())
+    common::load_timed(dataset, config, "bench-loader")
 }
 
 fn per_record(
@@ -135,7 +118,7 @@ fn per_record(
 }
 
 fn main() {
-    let seed = env_number("MSDB_BENCH_SEED", 42);
+    let seed = common::seed(42);
     let megabytes = env_number("MSDB_BENCH_MB", 10) as usize;
     let dataset = Dataset::generate(DatasetSpec {
         seed,

@@ -3,22 +3,24 @@
 //! `Client` over `HttpTransport`. Wire bytes are counted by a small TCP proxy
 //! between the client and the server (both directions, HTTP headers included).
 //!
-//! `cargo bench --bench http` prints one `figure <name> <value>` line per figure,
-//! after a human line with its context and target:
+//! `cargo bench --bench http` prints one `figure <name> = <value> <unit>` line per
+//! figure, after a human line with its context and target (wire bytes beside the
+//! client's message bytes, so that the HTTP overhead is printed):
 //!
 //! - `http_initial_sync_10mb_ms` (median of three fresh clients) and
 //!   `http_initial_sync_10mb_bytes`;
 //! - `http_incremental_1000_of_35k_ms` and `_bytes`: after 1,000 records changed
 //!   on the server, an already-synced client pulls again;
-//! - `http_noop_pull_bytes`: a pull when nothing changed;
-//! - `http_noop_pull_per_s`: no-change pulls per second from 1,000 concurrent
-//!   clients, each with its own device token, straight to the server;
+//! - `http_noop_pull_bytes` and `_requests`: a `pull_all` when nothing changed;
+//! - `http_noop_pull_per_s`: no-change pulls per second: pre-encoded
+//!   `PullRequest` messages posted through `HttpTransport::exchange` from 1,000
+//!   tasks (each with its own device and token) over one shared reqwest pool,
+//!   straight to the server;
 //! - `http_push_records_per_s`: records inserted and pushed per second by 8
 //!   clients, until the server answered.
 //!
 //! Set `MSDB_BENCH_SEED` to change the data set.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,34 +31,17 @@ use std::time::{Duration, Instant};
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use mobilesyncdb::api::ServerHandle;
-use mobilesyncdb::client::{Client, ClientConfig, HttpTransport, RetryPolicy, Transport};
+use mobilesyncdb::client::{Client, ClientStats, HttpTransport, RetryPolicy, Transport};
 use mobilesyncdb::config::{AccessRule, Config};
-use mobilesyncdb::crdt::{ClientId, Edit, Value};
+use mobilesyncdb::crdt::Value;
 use mobilesyncdb::dataset::{Dataset, DatasetSpec};
-use mobilesyncdb::engine::Database;
 use mobilesyncdb::sync::wire::MessageKind;
-use mobilesyncdb::sync::{PullRequest, WireScope, decode_pull_response, encode_request};
+use mobilesyncdb::sync::{PullRequest, decode_pull_response, encode_request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const MAX_MESSAGE: usize = 64 << 20;
-
-fn figure(name: &str, value: f64) {
-    if value >= 100.0 {
-        println!("figure {name} {value:.0}");
-    } else {
-        println!("figure {name} {value:.2}");
-    }
-}
-
-fn ms(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1e3
-}
-
-fn median(mut values: Vec<Duration>) -> Duration {
-    values.sort();
-    values[values.len() / 2]
-}
+mod common;
+use common::{FullPull, MAX_MESSAGE, change_records, figure, median, ms, scopes};
 
 /// A TCP proxy that counts the bytes it forwards, both directions.
 #[derive(Clone)]
@@ -80,7 +65,7 @@ impl Proxy {
         let counters = proxy.clone();
         tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
-                counters.connections.fetch_add(1, Ordering::Relaxed);
+                counters.connections.fetch_add(1, Ordering::SeqCst);
                 let Ok(outbound) = TcpStream::connect(target).await else {
                     continue;
                 };
@@ -102,10 +87,17 @@ impl Proxy {
             self.down.load(Ordering::SeqCst),
         )
     }
+
+    /// TCP connections accepted so far.
+    fn connections(&self) -> u64 {
+        self.connections.load(Ordering::SeqCst)
+    }
 }
 
 /// Copies `from` into `to`, counting as it goes (pooled connections stay open,
-/// so the count cannot wait for the end of the connection).
+/// so the count cannot wait for the end of the connection). Bytes are counted
+/// when read, before they are passed on: by the time the client has its answer,
+/// every byte of the exchange is in the counters.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
@@ -117,10 +109,10 @@ async fn pump(
             Ok(0) | Err(_) => break,
             Ok(read) => read,
         };
+        counter.fetch_add(read as u64, Ordering::SeqCst);
         if to.write_all(&buffer[..read]).await.is_err() {
             break;
         }
-        counter.fetch_add(read as u64, Ordering::SeqCst);
     }
     let _ = to.shutdown().await;
 }
@@ -130,16 +122,13 @@ async fn start_server(dataset: &Dataset) -> ServerHandle {
     config.server.listen = "127.0.0.1:0".parse().expect("address");
     config.limits.requests_per_second = 1_000_000;
     config.limits.burst = 1_000_000;
-    config.engine.max_memory_bytes = 8 << 30;
+    config.engine = common::engine_config();
     for schema in dataset.schemas() {
         config
             .access
             .insert(schema.name.clone(), AccessRule::Shared);
     }
-    let db = Database::new(config.engine.clone()).expect("engine config");
-    dataset
-        .load_into(&db, &ClientId::from("seed"))
-        .expect("load");
+    let db = common::loaded_database(dataset, config.engine.clone());
     mobilesyncdb::api::start_with(config, db)
         .await
         .expect("server")
@@ -154,19 +143,10 @@ fn token(handle: &ServerHandle, device: &str) -> String {
         .0
 }
 
-fn scopes(dataset: &Dataset) -> Vec<WireScope> {
-    dataset
-        .schemas()
-        .into_iter()
-        .map(|schema| WireScope::all(schema.name))
-        .collect()
-}
-
-fn client_config(dataset: &Dataset, device: &str) -> ClientConfig {
-    let mut config = ClientConfig::new(device, scopes(dataset));
-    for schema in dataset.schemas() {
-        config = config.primary_key(&schema.name, &schema.primary_key);
-    }
+/// The shared client configuration, without retries: a failed request fails
+/// the bench.
+fn client_config(dataset: &Dataset, device: &str) -> mobilesyncdb::client::ClientConfig {
+    let mut config = common::client_config(dataset, device);
     config.retry = RetryPolicy::never();
     config
 }
@@ -181,26 +161,76 @@ fn client(
     Client::new(client_config(dataset, device), transport).expect("client")
 }
 
-/// Applies edits until `wanted` distinct records changed (as benches/sync.rs).
-fn change_records(db: &Database, dataset: &Dataset, seed: u64, wanted: usize) -> usize {
-    let origin = ClientId::from("web");
-    let mut changed = BTreeSet::new();
-    for edit in dataset.random_edits(seed, wanted * 4) {
-        if changed.len() == wanted {
-            break;
-        }
-        if !changed.insert((edit.table.clone(), edit.id.clone())) {
-            continue;
-        }
-        let edits: Vec<Edit> = edit
-            .fields
-            .into_iter()
-            .map(|(field, value)| Edit::Set { field, value })
-            .collect();
-        db.patch(&edit.table, &edit.id, edits, &origin)
-            .expect("edit");
+/// Bytes of one measured stretch: on the wire (counted by the proxy, HTTP
+/// headers included) and in sync messages (the request and answer bodies).
+struct Traffic {
+    wire_up: u64,
+    wire_down: u64,
+    message_up: u64,
+    message_down: u64,
+}
+
+impl Traffic {
+    fn wire(&self) -> u64 {
+        self.wire_up + self.wire_down
     }
-    changed.len()
+
+    fn messages(&self) -> u64 {
+        self.message_up + self.message_down
+    }
+}
+
+impl std::fmt::Display for Traffic {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "wire {} B up + {} B down = {} B; messages {} B up + {} B down = {} B; HTTP overhead {} B",
+            self.wire_up,
+            self.wire_down,
+            self.wire(),
+            self.message_up,
+            self.message_down,
+            self.messages(),
+            self.wire() as i64 - self.messages() as i64,
+        )
+    }
+}
+
+/// The proxy's and a client's counters at the start of a measured stretch.
+struct Meter {
+    wire_up: u64,
+    wire_down: u64,
+    connections: u64,
+    stats: ClientStats,
+}
+
+impl Meter {
+    fn start(proxy: &Proxy, client: &Client<HttpTransport>) -> Meter {
+        let (wire_up, wire_down) = proxy.bytes();
+        Meter {
+            wire_up,
+            wire_down,
+            connections: proxy.connections(),
+            stats: client.stats(),
+        }
+    }
+
+    /// The stretch's bytes, HTTP requests and new TCP connections.
+    fn stop(&self, proxy: &Proxy, client: &Client<HttpTransport>) -> (Traffic, u64, u64) {
+        let (wire_up, wire_down) = proxy.bytes();
+        let stats = client.stats();
+        let traffic = Traffic {
+            wire_up: wire_up - self.wire_up,
+            wire_down: wire_down - self.wire_down,
+            message_up: stats.bytes_sent - self.stats.bytes_sent,
+            message_down: stats.bytes_received - self.stats.bytes_received,
+        };
+        (
+            traffic,
+            stats.requests - self.stats.requests,
+            proxy.connections() - self.connections,
+        )
+    }
 }
 
 /// Where the initial sync's time goes: the server alone (in process), the
@@ -210,65 +240,58 @@ async fn breakdown(handle: &ServerHandle, dataset: &Dataset, proxy: &Proxy) {
     let server = handle.state().sync().clone();
     let tables = scopes(dataset);
     let started = Instant::now();
-    let mut request = PullRequest {
-        device: "breakdown-local".into(),
-        tables: tables.clone(),
-        ..PullRequest::default()
-    };
-    let mut batches = 0;
-    let mut bytes = 0;
-    loop {
-        let answer = {
-            let server = server.clone();
-            let message = encode_request(MessageKind::PullRequest, &request);
-            tokio::task::spawn_blocking(move || server.handle(&message))
-                .await
-                .expect("server task")
-        };
-        bytes += answer.len();
-        let batch = decode_pull_response(&answer, MAX_MESSAGE).expect("batch");
-        batches += 1;
-        request.cursor = batch.next_cursor;
-        request.base = Some(batch.base);
-        if !batch.has_more {
-            break;
-        }
+    let mut local = FullPull::new(
+        PullRequest {
+            device: "breakdown-local".into(),
+            tables: tables.clone(),
+            ..PullRequest::default()
+        },
+        true,
+    );
+    while let Some(message) = local.next_message() {
+        let server = server.clone();
+        let answer = tokio::task::spawn_blocking(move || server.handle(&message))
+            .await
+            .expect("server task");
+        local.answer(&answer);
     }
-    let local = started.elapsed();
+    let local_time = started.elapsed();
 
     let device = "breakdown-http";
     let transport = HttpTransport::new(&proxy.url, &token(handle, device)).expect("transport");
     let (up, down) = proxy.bytes();
     let started = Instant::now();
-    let mut request = PullRequest {
-        device: device.into(),
-        tables,
-        ..PullRequest::default()
-    };
+    let mut pull = FullPull::new(
+        PullRequest {
+            device: device.into(),
+            tables,
+            ..PullRequest::default()
+        },
+        true,
+    );
     let mut decode = Duration::ZERO;
-    loop {
-        let answer = transport
-            .exchange(encode_request(MessageKind::PullRequest, &request))
-            .await
-            .expect("exchange");
+    while let Some(message) = pull.next_message() {
+        let answer = transport.exchange(message).await.expect("exchange");
         let decoding = Instant::now();
-        let batch = decode_pull_response(&answer, MAX_MESSAGE).expect("batch");
+        pull.answer(&answer);
         decode += decoding.elapsed();
-        request.cursor = batch.next_cursor;
-        request.base = Some(batch.base);
-        if !batch.has_more {
-            break;
-        }
     }
     let http = started.elapsed();
     let (up_after, down_after) = proxy.bytes();
+    let traffic = Traffic {
+        wire_up: up_after - up,
+        wire_down: down_after - down,
+        message_up: pull.bytes_sent as u64,
+        message_down: pull.bytes_received as u64,
+    };
     println!(
-        "  breakdown of a full pull: server alone (in process, {batches} batches, {bytes} B of messages) {:.0} ms; \
-         raw HTTP exchanges through the proxy without storing {:.0} ms (of which decoding {:.0} ms), {} B on the wire",
-        ms(local),
+        "  breakdown of a full pull: server alone (in process, {} batches, {} B of messages) {:.0} ms; \
+         raw HTTP exchanges through the proxy without storing {:.0} ms (of which decoding {:.0} ms), {traffic}",
+        local.batches,
+        local.bytes_received,
+        ms(local_time),
         ms(http),
         ms(decode),
-        (up_after - up) + (down_after - down),
     );
 }
 
@@ -280,104 +303,82 @@ async fn initial_and_incremental(
 ) -> Client<HttpTransport> {
     let mut times = Vec::new();
     let mut wire = Vec::new();
+    let mut requests = 0;
+    let mut connections = 0;
     let mut kept = None;
     for run in 0..3 {
         let client = client(handle, dataset, &proxy.url, &format!("initial-{run}"));
-        let (up, down) = proxy.bytes();
+        let meter = Meter::start(proxy, &client);
         let started = Instant::now();
         let report = client.pull_all().await.expect("initial sync");
         let elapsed = started.elapsed();
-        // The proxy counts after forwarding: let the last writes land.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let (up_after, down_after) = proxy.bytes();
-        let stats = client.stats();
+        let (traffic, run_requests, run_connections) = meter.stop(proxy, &client);
         println!(
-            "  run {run}: {:.0} ms, {} records in {} batches, {} requests, {} B up + {} B down on the wire ({} B of messages received)",
+            "  run {run}: {:.0} ms, {} records in {} batches, {run_requests} requests over {run_connections} TCP connection(s); {traffic}",
             ms(elapsed),
             report.records,
             report.batches,
-            stats.requests,
-            up_after - up,
-            down_after - down,
-            stats.bytes_received,
         );
         times.push(elapsed);
-        wire.push((up_after - up) + (down_after - down));
+        wire.push(traffic.wire());
+        requests += run_requests;
+        connections += run_connections;
         kept = Some(client);
     }
     println!(
-        "  initial sync of the 10 MB data set ({} records, {} B of JSON) over HTTP, median of 3; target <= 600 ms, <= 6,000,000 B",
+        "  initial sync of the 10 MB data set ({} records, {} B of JSON) over HTTP, median of 3 (time and wire bytes, each sorted); \
+         {requests} HTTP requests over {connections} TCP connections in all; target <= 600 ms, <= 6,000,000 B",
         dataset.record_count(),
         dataset.json_bytes()
     );
-    figure("http_initial_sync_10mb_ms", ms(median(times)));
-    figure("http_initial_sync_10mb_bytes", wire[wire.len() / 2] as f64);
+    figure("http_initial_sync_10mb_ms", ms(median(times)), "ms");
+    figure("http_initial_sync_10mb_bytes", median(wire) as f64, "B");
     breakdown(handle, dataset, proxy).await;
 
     let client = kept.expect("three runs");
     let changed = change_records(handle.state().database(), dataset, seed ^ 0x5eed, 1_000);
-    let before = client.stats();
-    let (up, down) = proxy.bytes();
+    let meter = Meter::start(proxy, &client);
     let started = Instant::now();
     let report = client.pull_all().await.expect("incremental");
     let elapsed = started.elapsed();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let (up_after, down_after) = proxy.bytes();
-    let stats = client.stats();
+    let (traffic, requests, _) = meter.stop(proxy, &client);
     println!(
-        "  incremental: {changed} records changed on the server; {} received in {} batches, {} requests, \
-         {} B up + {} B down on the wire; target <= 60 ms, <= 80,000 B",
-        report.records,
-        report.batches,
-        stats.requests - before.requests,
-        up_after - up,
-        down_after - down,
+        "  incremental: {changed} records changed on the server; {} received in {} batches, {requests} requests; \
+         {traffic}; target <= 60 ms, <= 80,000 B",
+        report.records, report.batches,
     );
-    figure("http_incremental_1000_of_35k_ms", ms(elapsed));
+    figure("http_incremental_1000_of_35k_ms", ms(elapsed), "ms");
     figure(
         "http_incremental_1000_of_35k_bytes",
-        ((up_after - up) + (down_after - down)) as f64,
+        traffic.wire() as f64,
+        "B",
     );
     client
 }
 
 async fn noop_pull(client: &Client<HttpTransport>, proxy: &Proxy) {
     // pull_all, what an app calls: the pull, then the acknowledgement.
-    let before = client.stats();
-    let (up, down) = proxy.bytes();
+    let meter = Meter::start(proxy, client);
     let started = Instant::now();
     let report = client.pull_all().await.expect("noop pull");
     let elapsed = started.elapsed();
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let (up_after, down_after) = proxy.bytes();
-    let all_requests = client.stats().requests - before.requests;
-    let all_bytes = (up_after - up) + (down_after - down);
+    let (all, all_requests, _) = meter.stop(proxy, client);
     println!(
-        "  no-change pull_all (acknowledges only when the cursor moved): {} records, {all_requests} HTTP requests, {} B up + {} B down, {:.2} ms",
+        "  no-change pull_all (acknowledges only when the cursor moved): {} records, {all_requests} HTTP requests, {:.2} ms; {all}",
         report.records,
-        up_after - up,
-        down_after - down,
         ms(elapsed),
     );
 
     // pull_once: the pull request alone.
-    let before = client.stats();
-    let (up, down) = proxy.bytes();
+    let meter = Meter::start(proxy, client);
     client.pull_once().await.expect("noop pull_once");
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let (up_after, down_after) = proxy.bytes();
-    let requests = client.stats().requests - before.requests;
-    let once_bytes = (up_after - up) + (down_after - down);
-    println!(
-        "  no-change pull_once (one pull request): {requests} HTTP request, {} B up + {} B down = {once_bytes} B",
-        up_after - up,
-        down_after - down,
-    );
+    let (once, requests, _) = meter.stop(proxy, client);
+    println!("  no-change pull_once (one pull request): {requests} HTTP request; {once}");
     println!(
         "  no-change pull (figure: pull_all, {all_requests} requests, headers included); target <= 1,000 B in 1 request"
     );
-    figure("http_noop_pull_bytes", all_bytes as f64);
-    figure("http_noop_pull_requests", all_requests as f64);
+    figure("http_noop_pull_bytes", all.wire() as f64, "B");
+    figure("http_noop_pull_requests", all_requests as f64, "requests");
 }
 
 async fn noop_throughput(handle: &ServerHandle, dataset: &Dataset, cursor: u64) {
@@ -441,13 +442,22 @@ async fn noop_throughput(handle: &ServerHandle, dataset: &Dataset, cursor: u64) 
     }
     let elapsed = started.elapsed();
     let pulls = pulls.load(Ordering::Relaxed);
+    let errors = errors.load(Ordering::Relaxed);
     println!(
-        "  no-change pulls: {TASKS} concurrent clients (own token and device each, one shared reqwest pool) straight to the server \
-         for {:.2} s: {pulls} pulls, {} errors; target >= 20,000 /s",
+        "  no-change pulls/s: pre-encoded PullRequest messages posted through HttpTransport::exchange from {TASKS} tasks \
+         (own device and token each) over one shared reqwest pool, straight to the server, for {:.2} s: \
+         {pulls} pulls, {errors} errors; target >= 20,000 /s",
         elapsed.as_secs_f64(),
-        errors.load(Ordering::Relaxed)
     );
-    figure("http_noop_pull_per_s", pulls as f64 / elapsed.as_secs_f64());
+    assert_eq!(
+        errors, 0,
+        "no-change pulls failed: no figure from failed requests"
+    );
+    figure(
+        "http_noop_pull_per_s",
+        pulls as f64 / elapsed.as_secs_f64(),
+        "pulls/s",
+    );
 }
 
 async fn push_throughput(handle: &ServerHandle, dataset: &Dataset) {
@@ -507,17 +517,24 @@ async fn push_throughput(handle: &ServerHandle, dataset: &Dataset) {
         ms(elapsed),
         ms(pushing) / CLIENTS as f64,
     );
+    assert_eq!(
+        rejected, 0,
+        "pushed records rejected: no figure from failed pushes"
+    );
+    assert_eq!(
+        applied,
+        CLIENTS * BATCHES * BATCH,
+        "every inserted record applied"
+    );
     figure(
         "http_push_records_per_s",
         applied as f64 / elapsed.as_secs_f64(),
+        "records/s",
     );
 }
 
 fn main() {
-    let seed = std::env::var("MSDB_BENCH_SEED")
-        .ok()
-        .and_then(|seed| seed.parse().ok())
-        .unwrap_or(7);
+    let seed = common::seed(7);
     println!("http figures, seed {seed}");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

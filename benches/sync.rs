@@ -28,55 +28,26 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-use mobilesyncdb::client::{Client, ClientConfig, InProcess};
+use mobilesyncdb::client::{Client, InProcess};
 use mobilesyncdb::compress::{DataKind, Level};
-use mobilesyncdb::config::{EngineConfig, SyncConfig};
-use mobilesyncdb::crdt::{ClientId, Edit};
+use mobilesyncdb::config::SyncConfig;
 use mobilesyncdb::dataset::{Dataset, DatasetSpec};
-use mobilesyncdb::engine::Database;
-use mobilesyncdb::sync::wire::MessageKind;
-use mobilesyncdb::sync::{
-    PullRequest, SyncServer, WireScope, decode_pull_response, encode_request,
-};
+use mobilesyncdb::sync::{PullRequest, SyncServer};
 
-fn figure(name: &str, value: f64, unit: &str) {
-    if value >= 100.0 {
-        println!("figure {name} = {value:.0} {unit}");
-    } else {
-        println!("figure {name} = {value:.2} {unit}");
-    }
-}
-
-fn ms(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1e3
-}
+mod common;
+use common::{FullPull, change_records, client_config, figure, ms, scopes};
 
 fn server_for(dataset: &Dataset) -> SyncServer {
-    let config = EngineConfig {
-        max_memory_bytes: 8 << 30,
-        ..EngineConfig::default()
-    };
-    let db = Database::new(config).expect("config");
-    dataset
-        .load_into(&db, &ClientId::from("seed"))
-        .expect("load");
+    let db = common::loaded_database(dataset, common::engine_config());
     SyncServer::new(db, SyncConfig::default()).expect("sync config")
 }
 
-fn scopes(dataset: &Dataset) -> Vec<WireScope> {
-    dataset
-        .schemas()
-        .into_iter()
-        .map(|schema| WireScope::all(schema.name))
-        .collect()
-}
-
 fn client(server: &SyncServer, dataset: &Dataset, device: &str) -> Client<InProcess> {
-    let mut config = ClientConfig::new(device, scopes(dataset));
-    for schema in dataset.schemas() {
-        config = config.primary_key(&schema.name, &schema.primary_key);
-    }
-    Client::new(config, InProcess::new(server.clone())).expect("client")
+    Client::new(
+        client_config(dataset, device),
+        InProcess::new(server.clone()),
+    )
+    .expect("client")
 }
 
 /// A fresh client's full pull: the time and the bytes received.
@@ -108,47 +79,25 @@ async fn best_initial_sync(name: &str, spec: DatasetSpec) {
     figure(&format!("initial_sync_{name}_ms"), ms(best), "ms");
 }
 
-/// Applies edits until `wanted` distinct records changed.
-fn change_records(server: &SyncServer, dataset: &Dataset, seed: u64, wanted: usize) -> usize {
-    let db = server.database();
-    let origin = ClientId::from("web");
-    let mut changed = std::collections::BTreeSet::new();
-    for edit in dataset.random_edits(seed, wanted * 4) {
-        if changed.len() == wanted {
-            break;
-        }
-        if !changed.insert((edit.table.clone(), edit.id.clone())) {
-            continue;
-        }
-        let edits: Vec<Edit> = edit
-            .fields
-            .into_iter()
-            .map(|(field, value)| Edit::Set { field, value })
-            .collect();
-        db.patch(&edit.table, &edit.id, edits, &origin)
-            .expect("edit");
-    }
-    changed.len()
-}
-
 /// Every batch of a full pull at `level`, as the server sends them.
 fn batches_at(server: &SyncServer, dataset: &Dataset, level: Level) -> Vec<Vec<u8>> {
-    let mut request = PullRequest {
-        device: format!("level-{level}"),
-        tables: scopes(dataset),
-        level: Some(level),
-        ..PullRequest::default()
-    };
+    // The cursor alone moves from batch to batch: no `base`, as before.
+    let mut pull = FullPull::new(
+        PullRequest {
+            device: format!("level-{level}"),
+            tables: scopes(dataset),
+            level: Some(level),
+            ..PullRequest::default()
+        },
+        false,
+    );
     let mut batches = Vec::new();
-    loop {
-        let answer = server.handle(&encode_request(MessageKind::PullRequest, &request));
-        let batch = decode_pull_response(&answer, 64 << 20).expect("batch");
+    while let Some(message) = pull.next_message() {
+        let answer = server.handle(&message);
+        pull.answer(&answer);
         batches.push(answer);
-        request.cursor = batch.next_cursor;
-        if !batch.has_more {
-            return batches;
-        }
     }
+    batches
 }
 
 fn gzip(bytes: &[u8]) -> usize {
@@ -233,7 +182,7 @@ async fn ten_mb(seed: u64) {
         "%",
     );
     let client = kept.expect("three runs");
-    let changed = change_records(&server, &dataset, seed ^ 0x5eed, 1_000);
+    let changed = change_records(server.database(), &dataset, seed ^ 0x5eed, 1_000);
     let before = client.stats();
     let started = Instant::now();
     let report = client.pull_all().await.expect("incremental");
@@ -258,10 +207,7 @@ async fn ten_mb(seed: u64) {
 }
 
 fn main() {
-    let seed = std::env::var("MSDB_BENCH_SEED")
-        .ok()
-        .and_then(|seed| seed.parse().ok())
-        .unwrap_or(7);
+    let seed = common::seed(7);
     println!("sync figures, seed {seed}");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
