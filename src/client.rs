@@ -156,14 +156,18 @@ impl<T> std::fmt::Debug for Client<T> {
     }
 }
 
+/// Locks the client's state.
+fn lock_state(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // Every update under the lock completes before it is released or is a
+    // whole swap; a panic elsewhere leaves the state consistent.
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl<T> Client<T> {
     fn lock(&self) -> MutexGuard<'_, State> {
-        // Every update under the lock completes before it is released or is a
-        // whole swap; a panic elsewhere leaves the state consistent.
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock_state(&self.inner.state)
     }
 
     fn count(&self, update: impl FnOnce(&mut ClientStats)) {

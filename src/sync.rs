@@ -25,7 +25,7 @@ mod server;
 mod session;
 pub mod wire;
 
-pub use batch::{BatchError, decode_batch};
+pub use batch::{BatchError, decode_batch, decode_batch_with};
 pub use message::{
     AckRequest, AckResult, DeltaState, ErrorBody, OpResult, OpStatus, PullBatch, PullRequest,
     PushOp, PushRequest, PushResult, RecordDelta, RecordRef, TableBatch, WireFilter, WireScope,
@@ -86,8 +86,22 @@ pub fn decode_response<T: DeserializeOwned>(
 ///
 /// As [`decode_response`], and [`BatchError`] for an invalid batch.
 pub fn decode_pull_response(message: &[u8], limit: usize) -> Result<PullBatch, ResponseError> {
+    decode_pull_response_with(message, limit, &|_, _| None)
+}
+
+/// [`decode_pull_response`] with the local copies of records, as
+/// [`decode_batch_with`] takes them.
+///
+/// # Errors
+///
+/// As [`decode_pull_response`].
+pub fn decode_pull_response_with(
+    message: &[u8],
+    limit: usize,
+    held: &dyn Fn(&str, &str) -> Option<Vec<u8>>,
+) -> Result<PullBatch, ResponseError> {
     refusal(message, limit)?;
-    Ok(decode_batch(message, limit)?)
+    Ok(decode_batch_with(message, limit, held)?)
 }
 
 /// `Err(Refused)` when the message is a valid error message.

@@ -12,7 +12,7 @@ use mobilesyncdb::sync::wire::MessageKind;
 use mobilesyncdb::sync::{
     AckRequest, AckResult, DeltaState, OpStatus, PullBatch, PullRequest, PushOp, PushRequest,
     PushResult, RecordRef, ResponseError, SyncServer, WireFilter, WireScope, WireValue,
-    decode_pull_response, decode_response, encode_request,
+    decode_pull_response, decode_pull_response_with, decode_response, encode_request,
 };
 
 mod common;
@@ -81,6 +81,22 @@ fn pull_request(cursor: u64) -> PullRequest {
 fn pull(server: &SyncServer, request: &PullRequest) -> PullBatch {
     let answer = server.handle(&encode_request(MessageKind::PullRequest, request));
     decode_pull_response(&answer, LIMIT).expect("a batch")
+}
+
+/// A pull by a client holding `bytes` (saved bytes by record id): dependencies
+/// sent by prefix are found there.
+fn pull_holding(
+    server: &SyncServer,
+    request: &PullRequest,
+    bytes: &BTreeMap<String, Vec<u8>>,
+) -> PullBatch {
+    let answer = server.handle(&encode_request(MessageKind::PullRequest, request));
+    let held = |_: &str, id: &str| bytes.get(id).cloned();
+    let batch = decode_pull_response_with(&answer, LIMIT, &held).expect("a batch");
+    for table in &batch.tables {
+        assert!(table.records.iter().all(|record| !record.unresolved));
+    }
+    batch
 }
 
 fn push(server: &SyncServer, ops: Vec<PushOp>) -> PushResult {
@@ -199,7 +215,7 @@ fn appending_the_payload_to_the_clients_bytes_gives_the_servers_document() {
         &ClientId::from("web"),
     )
     .expect("patch");
-    let second = pull(&server, &pull_request(first.next_cursor));
+    let second = pull_holding(&server, &pull_request(first.next_cursor), &bytes);
     for record in &second.tables[0].records {
         bytes
             .get_mut(&record.id)
@@ -622,7 +638,7 @@ fn a_pull_cut_into_batches_never_drops_a_change_of_a_record_listed_later() {
     };
     let mut batches = 0;
     loop {
-        let batch = pull(&server, &request);
+        let batch = pull_holding(&server, &request, &bytes);
         batches += 1;
         for record in &batch.tables[0].records {
             bytes
@@ -644,7 +660,7 @@ fn a_pull_cut_into_batches_never_drops_a_change_of_a_record_listed_later() {
 }
 
 #[test]
-fn a_client_without_a_change_decoder_can_ask_for_every_row_value() {
+fn a_client_without_a_change_decoder_can_ask_for_complete_changes() {
     let server = server(3);
     let cursor = pull(&server, &pull_request(0)).next_cursor;
     server
@@ -660,15 +676,28 @@ fn a_client_without_a_change_decoder_can_ask_for_every_row_value() {
         explicit_rows: true,
         ..pull_request(cursor)
     };
-    let derived = pull(&server, &pull_request(cursor));
+    let copies: BTreeMap<String, Vec<u8>> = pull(&server, &pull_request(0)).tables[0]
+        .records
+        .iter()
+        .map(|record| (record.id.clone(), record.payload.clone()))
+        .collect();
+    let compact = pull_holding(&server, &pull_request(cursor), &copies);
     let explicit = pull(&server, &request);
-    // Both decode to the same row; the explicit one carries the value itself.
-    assert_eq!(
-        derived.tables[0].records[0].row,
-        explicit.tables[0].records[0].row
+    // Both decode to the same row and the same change.
+    let (compact, explicit) = (
+        &compact.tables[0].records[0],
+        &explicit.tables[0].records[0],
     );
+    assert_eq!(compact.row, explicit.row);
+    assert_eq!(compact.payload, explicit.payload);
+    assert!(!explicit.unresolved);
+    // Without its copy of the record, a client cannot complete the compact
+    // change (its dependency travels as a prefix): it fetches the record whole.
+    let alone = pull(&server, &pull_request(cursor));
+    assert!(alone.tables[0].records[0].unresolved);
+    assert!(alone.tables[0].records[0].payload.is_empty());
     // The explicit batch carries the value in the row column as well as in the
-    // change; the default batch only in the change.
+    // change; the compact batch only in the row column.
     let occurrences = |request: &PullRequest| {
         let answer = server.handle(&encode_request(MessageKind::PullRequest, request));
         let needle = b"renamed";

@@ -439,6 +439,7 @@ fn decide(
     let deleted = delta.state == DeltaState::Deleted;
     let server_row = || RowChange::Overlay(sent_fields(fields, delta));
     let stored = match held {
+        _ if delta.unresolved => return Ok(Decision::FetchLater),
         None if !delta.whole => return Ok(Decision::FetchLater),
         Some(held) if held.pending => return merge(key, fields, delta, held),
         None | Some(_) => Stored {
@@ -590,6 +591,7 @@ mod tests {
             payload,
             whole,
             row: vec![Some(Value::str(id)), title.map(Value::str), None],
+            unresolved: false,
         }
     }
 
@@ -687,6 +689,28 @@ mod tests {
         replica.apply_batch(&whole, &[key("a")]).expect("stored");
         assert!(replica.fetch.is_empty());
         assert!(replica.get("todos", "a").is_some());
+    }
+
+    #[test]
+    fn a_held_record_whose_changes_cannot_be_completed_is_fetched_whole_later() {
+        let mut replica = replica();
+        let server = server_record("a", "first");
+        let first = batch(
+            0,
+            1,
+            vec![delta("a", 1, server.save(), true, Some("first"))],
+        );
+        replica.apply_batch(&first, &[]).expect("stored");
+        let held = replica.record("todos", "a").cloned().expect("held");
+        let mut unresolved = delta("a", 2, Vec::new(), false, Some("second"));
+        unresolved.unresolved = true;
+        let outcome = replica
+            .apply_batch(&batch(1, 2, vec![unresolved]), &[])
+            .expect("stored");
+        assert_eq!(outcome.fetch_later, 1);
+        assert!(replica.fetch.contains(&key("a")));
+        // Nothing of the incomplete change is stored: neither bytes nor row.
+        assert_eq!(replica.record("todos", "a"), Some(&held));
     }
 
     #[test]

@@ -14,11 +14,11 @@ use tracing::{debug, warn};
 use crate::client::error::{ApplyError, ClientError, TransportError};
 use crate::client::replica::{BatchOutcome, BatchSnapshot, plan};
 use crate::client::transport::Transport;
-use crate::client::{Client, MAX_ATTEMPTS, State};
+use crate::client::{Client, MAX_ATTEMPTS, State, lock_state};
 use crate::sync::wire::MessageKind;
 use crate::sync::{
     AckRequest, AckResult, OpResult, OpStatus, PullBatch, PullRequest, PushOp, PushRequest,
-    PushResult, RecordRef, decode_pull_response, decode_response, encode_request,
+    PushResult, RecordRef, decode_pull_response_with, decode_response, encode_request,
 };
 
 /// The most records asked for whole in one pull.
@@ -179,10 +179,22 @@ impl<T: Transport> Client<T> {
                 let message = message.clone();
                 async move {
                     let answer = self.round_trip(message).await?;
-                    tokio::task::spawn_blocking(move || decode_pull_response(&answer, limit))
-                        .await
-                        .map_err(ClientError::Task)?
-                        .map_err(ClientError::from)
+                    let inner = Arc::clone(&self.inner);
+                    tokio::task::spawn_blocking(move || {
+                        // Asked only for a record whose changes name a
+                        // dependency by prefix.
+                        let held = |table: &str, id: &str| {
+                            let state = lock_state(&inner.state);
+                            state
+                                .replica
+                                .record(table, id)
+                                .map(|record| record.bytes.clone())
+                        };
+                        decode_pull_response_with(&answer, limit, &held)
+                    })
+                    .await
+                    .map_err(ClientError::Task)?
+                    .map_err(ClientError::from)
                 }
             })
             .await?;

@@ -16,7 +16,12 @@ use crate::engine::{Row, ScannedRecord, ScannedState};
 use crate::schema::{FieldType, TableSchema};
 use crate::sync::message::{DeltaState, PullBatch, RecordDelta, TableBatch};
 use crate::sync::wire::{self, MessageKind, WireError};
+use changes::{
+    ChangeColumns, ChangeColumnsBuilder, ChangeError, ChangeRows, LocalCopy, Rebuilt, Resolve,
+};
 
+mod changes;
+mod chunk;
 mod ops;
 
 /// Flag bits of a record (the `flags` column).
@@ -30,10 +35,6 @@ pub(crate) mod flag {
     /// Every field of the row is present (no touched bitmap).
     pub(crate) const COMPLETE_ROW: u64 = 8;
 }
-
-/// Rows of new records larger than this are read from their payload rather than
-/// sent again as values.
-const DERIVE_ROW_BYTES: usize = 512;
 
 /// The MessagePack body of a pull batch.
 #[derive(Debug, Serialize, Deserialize)]
@@ -57,18 +58,24 @@ pub(crate) struct TableBody {
     pub(crate) flags: ByteBuf,
     pub(crate) payloads: ByteBuf,
     pub(crate) touched: ByteBuf,
-    /// Per record, a bitmap of the row fields whose value is the last value the
-    /// record's payload writes to them: not sent, the decoder reads it there.
-    pub(crate) derived: ByteBuf,
+    /// Per record, how many change chunks of its payload are in `changes`
+    /// (0: the payload is in `payloads`).
+    pub(crate) chunks: ByteBuf,
     pub(crate) rows: Vec<ByteBuf>,
+    /// The change chunks of the records, as columns; absent when there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) changes: Option<ChangeColumns>,
 }
 
-/// Builds the columns of one table's records.
+/// Builds the columns of one table's records. With `strip`, values that a
+/// change chunk puts on a root field and that the row column sends anyway are
+/// left out of the chunk (the client puts them back); without it (a client that
+/// does not decode operations) chunks keep every value.
 pub(crate) fn table_body(
     schema: &TableSchema,
     records: &[&ScannedRecord],
     compressor: &Compressor,
-    derive: bool,
+    strip: bool,
 ) -> TableBody {
     let fields: Vec<(String, FieldType)> = schema
         .fields
@@ -76,36 +83,36 @@ pub(crate) fn table_body(
         .map(|field| (field.name.clone(), field.kind))
         .collect();
     let mut flags = Vec::with_capacity(records.len());
-    let mut payloads = Vec::with_capacity(records.len());
+    let mut payloads: Vec<&[u8]> = Vec::with_capacity(records.len());
+    let mut chunks = Vec::with_capacity(records.len());
     let mut touched = Vec::with_capacity(records.len());
-    let mut derived = Vec::with_capacity(records.len());
     let mut rows: Vec<Option<&Row>> = Vec::with_capacity(records.len());
+    let mut changes = ChangeColumnsBuilder::default();
     for record in records {
-        let mut described = describe(record, &fields);
-        if !derive {
-            described.derived.clear();
-        }
+        let described = describe(record, &fields);
+        let sent = |name: &str| -> Option<Value> {
+            let row = described.row.filter(|_| strip)?;
+            let position = fields.iter().position(|(field, _)| field == name)?;
+            let mask = &described.touched;
+            (mask.is_empty() || bit(mask, position)).then(|| row.get(position))
+        };
+        let taken = changes.add(described.payload, &sent, strip);
         flags.push(described.flags);
-        payloads.push(described.payload);
+        payloads.push(if taken > 0 { &[] } else { described.payload });
+        chunks.push(taken);
         touched.push(described.touched);
-        derived.push(described.derived);
         rows.push(described.row);
     }
     let ids: Vec<&str> = records.iter().map(|record| record.id.as_str()).collect();
     let seqs: Vec<u64> = records.iter().map(|record| record.seq).collect();
     let masks: Vec<&[u8]> = touched.iter().map(Vec::as_slice).collect();
-    let derived_masks: Vec<&[u8]> = derived.iter().map(Vec::as_slice).collect();
     let columns = (0..fields.len())
         .map(|position| {
             let values: Vec<Value> = rows
                 .iter()
-                .zip(touched.iter().zip(&derived))
-                .map(|(row, (mask, derived))| match row {
-                    Some(row)
-                        if (mask.is_empty() || bit(mask, position)) && !bit(derived, position) =>
-                    {
-                        row.get(position)
-                    }
+                .zip(&touched)
+                .map(|(row, mask)| match row {
+                    Some(row) if mask.is_empty() || bit(mask, position) => row.get(position),
                     _ => Value::Null,
                 })
                 .collect();
@@ -120,8 +127,9 @@ pub(crate) fn table_body(
         flags: ByteBuf::from(compressor.encode_u64s(&flags)),
         payloads: ByteBuf::from(compressor.encode_blobs(&payloads)),
         touched: ByteBuf::from(compressor.encode_blobs(&masks)),
-        derived: ByteBuf::from(compressor.encode_blobs(&derived_masks)),
+        chunks: ByteBuf::from(compressor.encode_u64s(&chunks)),
         rows: columns,
+        changes: changes.finish(compressor),
         fields,
     }
 }
@@ -133,18 +141,15 @@ struct Described<'r> {
     row: Option<&'r Row>,
     /// Fields sent, when not all of them (empty: complete row, or no row).
     touched: Vec<u8>,
-    /// Fields whose value the decoder reads from the payload (empty: none).
-    derived: Vec<u8>,
 }
 
-/// A record's flags, payload, row and field bitmaps.
+/// A record's flags, payload, row and sent fields.
 fn describe<'r>(record: &'r ScannedRecord, fields: &[(String, FieldType)]) -> Described<'r> {
     let empty = |flags| Described {
         flags,
         payload: &[],
         row: None,
         touched: Vec::new(),
-        derived: Vec::new(),
     };
     match &record.state {
         ScannedState::Left => empty(flag::LEFT),
@@ -157,20 +162,12 @@ fn describe<'r>(record: &'r ScannedRecord, fields: &[(String, FieldType)]) -> De
         }
         ScannedState::Live { payload, row, new } => {
             let whole = if payload.whole { flag::WHOLE } else { 0 };
-            // Reading the changes costs ~5 µs a record on each side: worth it to
-            // send only the changed fields of a record the client holds, or to
-            // avoid sending a large row twice (once in the changes, once as values).
-            let read = !*new || row.heap_bytes() > DERIVE_ROW_BYTES;
-            let summary = read
+            // A record the client holds gets only the fields its changes write.
+            let touched = (!*new)
                 .then(|| ops::read_payload(&payload.bytes, fields))
-                .flatten();
-            let touched = match &summary {
-                Some(summary) if !*new && !summary.opaque => Some(summary.touched.clone()),
-                _ => None,
-            };
-            let derived = summary
-                .map(|summary| summary.derivable(row, touched.as_deref()))
-                .unwrap_or_default();
+                .flatten()
+                .filter(|summary| !summary.opaque)
+                .map(|summary| summary.touched);
             let complete = if touched.is_none() {
                 flag::COMPLETE_ROW
             } else {
@@ -181,7 +178,6 @@ fn describe<'r>(record: &'r ScannedRecord, fields: &[(String, FieldType)]) -> De
                 payload: &payload.bytes,
                 row: Some(row),
                 touched: touched.unwrap_or_default(),
-                derived,
             }
         }
     }
@@ -218,31 +214,47 @@ pub enum BatchError {
         expected: usize,
         found: usize,
     },
-    #[error(
-        "table `{table}`, record `{record}`: field `{field}` should be read from the payload, which does not write it"
-    )]
-    Derived {
+    #[error("table `{table}`, record `{record}`: {source}")]
+    Changes {
         table: String,
         record: String,
-        field: String,
+        #[source]
+        source: ChangeError,
     },
     #[error("table `{table}` declares {n} records, more than the message can hold")]
     Count { table: String, n: u32 },
 }
 
-/// Opens and decodes a pull batch message. Nothing is returned unless the
-/// whole message is valid.
+/// Opens and decodes a pull batch message with no local copy of any record: a
+/// record whose changes name their dependencies by prefix comes back
+/// `unresolved` (a batch for a request with `explicit_rows` has none). Nothing
+/// is returned unless the whole message is valid.
 ///
 /// # Errors
 ///
 /// A [`BatchError`] naming what is wrong.
 pub fn decode_batch(message: &[u8], limit: usize) -> Result<PullBatch, BatchError> {
+    decode_batch_with(message, limit, &|_, _| None)
+}
+
+/// Opens and decodes a pull batch message; `held(table, id)` gives the saved
+/// bytes of the local copy of a record, asked only for records whose changes
+/// name a dependency by prefix.
+///
+/// # Errors
+///
+/// A [`BatchError`] naming what is wrong.
+pub fn decode_batch_with(
+    message: &[u8],
+    limit: usize,
+    held: &dyn Fn(&str, &str) -> Option<Vec<u8>>,
+) -> Result<PullBatch, BatchError> {
     let (body, checksum): (BatchBody, u32) =
         wire::open_value(message, MessageKind::PullBatch, limit)?;
     let tables = body
         .tables
         .into_iter()
-        .map(|table| decode_table(table, message.len()))
+        .map(|table| decode_table(table, message.len(), held))
         .collect::<Result<_, _>>()?;
     Ok(PullBatch {
         from: body.from,
@@ -255,7 +267,11 @@ pub fn decode_batch(message: &[u8], limit: usize) -> Result<PullBatch, BatchErro
     })
 }
 
-fn decode_table(table: TableBody, message_len: usize) -> Result<TableBatch, BatchError> {
+fn decode_table(
+    table: TableBody,
+    message_len: usize,
+    held: &dyn Fn(&str, &str) -> Option<Vec<u8>>,
+) -> Result<TableBatch, BatchError> {
     let n = table.n as usize;
     // Every record costs at least a byte in the ids column.
     if n > message_len {
@@ -286,21 +302,45 @@ fn decode_table(table: TableBody, message_len: usize) -> Result<TableBatch, Batc
     let flags = compress::decode_u64s(n, &table.flags).map_err(failed("flags"))?;
     let payloads = compress::decode_blobs(n, &table.payloads).map_err(failed("payloads"))?;
     let touched = compress::decode_blobs(n, &table.touched).map_err(failed("touched"))?;
-    let derived = compress::decode_blobs(n, &table.derived).map_err(failed("derived"))?;
+    let chunks = compress::decode_u64s(n, &table.chunks).map_err(failed("chunks"))?;
     let mut columns = Vec::with_capacity(table.fields.len());
     for ((field, kind), bytes) in table.fields.iter().zip(&table.rows) {
         let values = compress::decode_values(*kind, n, bytes).map_err(failed(field))?;
         columns.push(values.into_iter());
     }
+    let total = chunks
+        .iter()
+        .try_fold(0_u64, |sum, count| sum.checked_add(*count))
+        .unwrap_or(u64::MAX);
+    let changed = |record: &str, source| BatchError::Changes {
+        table: name.clone(),
+        record: record.to_owned(),
+        source,
+    };
+    let mut changes = match &table.changes {
+        Some(columns) => {
+            Some(ChangeRows::decode(columns, total).map_err(|source| changed("", source))?)
+        }
+        None if total == 0 => None,
+        None => {
+            return Err(changed(
+                "",
+                ChangeError::Count {
+                    expected: total,
+                    found: 0,
+                },
+            ));
+        }
+    };
     let mut records = Vec::with_capacity(n);
-    for (((id, seq), (flags, payload)), (mask, derived)) in ids
+    for (((id, seq), (flags, mut payload)), (mask, count)) in ids
         .into_iter()
         .zip(seqs)
         .zip(flags.into_iter().zip(payloads))
-        .zip(touched.into_iter().zip(derived))
+        .zip(touched.into_iter().zip(chunks))
     {
         let complete = flags & flag::COMPLETE_ROW != 0;
-        let mut row: Vec<Option<Value>> = columns
+        let row: Vec<Option<Value>> = columns
             .iter_mut()
             .enumerate()
             .map(|(position, column)| {
@@ -308,14 +348,25 @@ fn decode_table(table: TableBody, message_len: usize) -> Result<TableBatch, Batc
                 (complete || bit(&mask, position)).then_some(value)
             })
             .collect();
-        if derived.iter().any(|byte| *byte != 0) {
-            ops::fill_derived(&mut row, &payload, &derived, &table.fields).map_err(|field| {
-                BatchError::Derived {
-                    table: table.name.clone(),
-                    record: id.clone(),
-                    field,
-                }
-            })?;
+        let mut unresolved = false;
+        if let Some(changes) = changes.as_mut().filter(|_| count > 0) {
+            if !payload.is_empty() {
+                return Err(changed(&id, ChangeError::Both));
+            }
+            let value = |key: &str| {
+                let position = table.fields.iter().position(|(field, _)| field == key)?;
+                row[position].clone()
+            };
+            let mut copy = Held {
+                held,
+                table: &table.name,
+                id: &id,
+                copy: None,
+            };
+            unresolved = changes
+                .rebuild(count, &value, &mut copy, &mut payload)
+                .map_err(|source| changed(&id, source))?
+                == Rebuilt::Unresolved;
         }
         records.push(RecordDelta {
             id,
@@ -324,13 +375,42 @@ fn decode_table(table: TableBody, message_len: usize) -> Result<TableBatch, Batc
             payload,
             whole: flags & flag::WHOLE != 0,
             row,
+            unresolved,
         });
+    }
+    if changes.as_ref().is_some_and(|changes| !changes.finished()) {
+        return Err(changed(
+            "",
+            ChangeError::Count {
+                expected: total,
+                found: table.changes.as_ref().map_or(0, |c| c.m),
+            },
+        ));
     }
     Ok(TableBatch {
         table: table.name,
         fields: table.fields,
         records,
     })
+}
+
+/// A record's local copy, asked for when a dependency needs it.
+struct Held<'h> {
+    held: &'h dyn Fn(&str, &str) -> Option<Vec<u8>>,
+    table: &'h str,
+    id: &'h str,
+    copy: Option<Option<LocalCopy>>,
+}
+
+impl Resolve for Held<'_> {
+    fn candidates(&mut self, prefix: &[u8]) -> Vec<[u8; 32]> {
+        let (held, table, id) = (self.held, self.table, self.id);
+        self.copy
+            .get_or_insert_with(|| held(table, id).map(LocalCopy::new))
+            .as_mut()
+            .map(|copy| copy.candidates(prefix))
+            .unwrap_or_default()
+    }
 }
 
 fn state_of(flags: u64) -> DeltaState {

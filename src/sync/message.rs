@@ -48,8 +48,9 @@ pub struct PullRequest {
     /// The schema version the app was built against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_version: Option<u32>,
-    /// Send every row value in the row columns, none derived from the payload:
-    /// for clients whose automerge library cannot decode a change's operations.
+    /// Send every change chunk complete: no value left for the row column to
+    /// fill in, no dependency named by prefix. For clients whose automerge
+    /// library cannot decode a change's operations; costs bytes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub explicit_rows: bool,
     /// The device's power profile (for example `charging`, `normal`, `low`).
@@ -149,6 +150,9 @@ pub struct RecordDelta {
     /// every field that may have changed, `None` for fields left as they were.
     /// Every entry is `Some` for a record new to the client.
     pub row: Vec<Option<Value>>,
+    /// A change names a dependency by prefix that the local copy does not
+    /// hold: the payload is empty and the record must be fetched whole.
+    pub unresolved: bool,
 }
 
 /// The state a delta leaves a record in.

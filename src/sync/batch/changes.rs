@@ -1,0 +1,855 @@
+//! Change chunks as columns. A table's change chunks are taken apart into their
+//! fields (actor, sequence number, time, message, dependencies, operation
+//! columns…) and each field is stored as one column across the batch, so that
+//! what repeats from change to change (the actor, the column layout, the field
+//! names) costs next to nothing, and numbers become small deltas. The decoder
+//! puts every chunk back together byte for byte and checks it against the
+//! chunk's own checksum (the first four bytes of its SHA-256 hash).
+//!
+//! A scalar that a change puts on a root field is usually the record's visible
+//! value, which the batch sends in the field's row column, typed and compressed
+//! with its neighbours. Such values are left out of the chunk's `valRaw` column
+//! and written back from the row: `rebuilt` marks them, `raw` holds the others.
+//!
+//! A dependency is a 32-byte hash of a change the client already holds (or of
+//! an earlier chunk of the same payload). Such dependencies travel as their
+//! first 4 bytes; the decoder finds the whole hash among the changes of its
+//! copy of the record, and the chunk's checksum confirms the choice. A client
+//! that cannot (a dependency not in its copy) fetches the record whole.
+
+use hashbrown::HashMap;
+use mobilesyncdb_crdt::Value;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use sha2::{Digest, Sha256};
+
+use super::bit;
+use super::chunk::{
+    self, CHANGE_CHUNK, CHUNK_MAGIC, ChunkLayout, Reader, put_raw_value, put_sleb, put_uleb, spec,
+};
+use crate::compress::{self, ColumnError, Compressor};
+
+/// The change chunks of one table's records, field by field: M chunks, records in
+/// batch order and each record's chunks in payload order.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ChangeColumns {
+    /// The number of chunks, M.
+    pub(crate) m: u32,
+    /// The distinct actor ids, in order of first use.
+    pub(crate) actors: Vec<ByteBuf>,
+    /// Per chunk, its actor's index in `actors`.
+    pub(crate) actor: ByteBuf,
+    pub(crate) seq: ByteBuf,
+    pub(crate) start_op: ByteBuf,
+    /// The time as the bits of an `i64`.
+    pub(crate) time: ByteBuf,
+    pub(crate) message: ByteBuf,
+    pub(crate) dep_counts: ByteBuf,
+    /// Per chunk, a bitmap of its dependencies sent as a 4-byte prefix.
+    pub(crate) dep_short: ByteBuf,
+    /// One entry: every dependency, in chunk order: its 32-byte hash, or the
+    /// first 4 bytes of it when `dep_short` says so.
+    pub(crate) deps: ByteBuf,
+    /// One entry: every chunk's checksum, 4 bytes each.
+    pub(crate) checksums: ByteBuf,
+    /// The other-actors section (its count included), as in the chunk.
+    pub(crate) others: ByteBuf,
+    /// The column metadata section (its count included), as in the chunk.
+    pub(crate) meta: ByteBuf,
+    /// The column data in metadata order, without `valRaw`.
+    pub(crate) ops: ByteBuf,
+    /// A bitmap over the operations: set where the raw value is the row's.
+    pub(crate) rebuilt: ByteBuf,
+    /// The `valRaw` bytes of the operations not rebuilt, in operation order.
+    pub(crate) raw: ByteBuf,
+    pub(crate) extra: ByteBuf,
+}
+
+/// One chunk taken apart.
+struct Parts<'a> {
+    layout: ChunkLayout,
+    /// Bitmap of the dependencies sent as a prefix.
+    short: u64,
+    chunk: &'a [u8],
+    message: &'a str,
+    ops: Vec<u8>,
+    rebuilt: Vec<u8>,
+    raw: Vec<u8>,
+}
+
+/// Collects the change chunks of a table's records.
+#[derive(Default)]
+pub(crate) struct ChangeColumnsBuilder<'a> {
+    actors: Vec<&'a [u8]>,
+    actor_index: HashMap<&'a [u8], u64>,
+    parts: Vec<Parts<'a>>,
+}
+
+impl<'a> ChangeColumnsBuilder<'a> {
+    /// Takes a record's payload apart when every chunk in it is a change chunk;
+    /// returns how many chunks it took (0: the payload stays whole). `value`
+    /// gives the value the batch sends for a root field, when it sends one:
+    /// raw values equal to it are left out. With `shorten`, dependencies travel
+    /// as prefixes.
+    pub(crate) fn add(
+        &mut self,
+        payload: &'a [u8],
+        value: &dyn Fn(&str) -> Option<Value>,
+        shorten: bool,
+    ) -> u64 {
+        let Some(chunks) = chunk::split_chunks(payload) else {
+            return 0;
+        };
+        let mut taken = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            match take_apart(chunk, value) {
+                Some(mut parts) => {
+                    let deps = dep_count(&parts.chunk[parts.layout.deps.clone()]);
+                    if shorten && deps <= 64 {
+                        parts.short = u64::MAX.checked_shr(64 - deps as u32).unwrap_or(0);
+                    }
+                    taken.push(parts);
+                }
+                None => return 0,
+            }
+        }
+        let count = taken.len() as u64;
+        for parts in &taken {
+            let actor = &parts.chunk[parts.layout.actor.clone()];
+            if !self.actor_index.contains_key(actor) {
+                self.actor_index.insert(actor, self.actors.len() as u64);
+                self.actors.push(actor);
+            }
+        }
+        self.parts.extend(taken);
+        count
+    }
+
+    /// The columns; `None` when no chunk was added.
+    pub(crate) fn finish(self, compressor: &Compressor) -> Option<ChangeColumns> {
+        if self.parts.is_empty() {
+            return None;
+        }
+        let parts = &self.parts;
+        let field = |get: &dyn Fn(&Parts<'a>) -> u64| -> ByteBuf {
+            let values: Vec<u64> = parts.iter().map(get).collect();
+            ByteBuf::from(compressor.encode_u64s(&values))
+        };
+        let blobs = |get: for<'p> fn(&'p Parts<'a>) -> &'p [u8]| -> ByteBuf {
+            let values: Vec<&[u8]> = parts.iter().map(get).collect();
+            ByteBuf::from(compressor.encode_blobs(&values))
+        };
+        let mut deps = Vec::new();
+        let mut checksums = Vec::with_capacity(parts.len() * 4);
+        for part in parts {
+            let dep_section = &part.chunk[part.layout.deps.clone()];
+            let mut reader = Reader::new(dep_section);
+            reader.uleb();
+            for (index, hash) in dep_section[reader.at..].chunks_exact(32).enumerate() {
+                let short = index < 64 && part.short & (1 << index) != 0;
+                deps.extend_from_slice(if short { &hash[..4] } else { hash });
+            }
+            checksums.extend_from_slice(&part.chunk[4..8]);
+        }
+        let messages: Vec<&str> = parts.iter().map(|part| part.message).collect();
+        Some(ChangeColumns {
+            m: u32::try_from(parts.len()).unwrap_or(u32::MAX),
+            actors: self
+                .actors
+                .iter()
+                .map(|actor| ByteBuf::from(actor.to_vec()))
+                .collect(),
+            actor: field(&|part| self.actor_index[&part.chunk[part.layout.actor.clone()]]),
+            seq: field(&|part| part.layout.seq),
+            start_op: field(&|part| part.layout.start_op),
+            time: field(&|part| part.layout.time as u64),
+            message: ByteBuf::from(compressor.encode_strs(&messages)),
+            dep_counts: field(&|part| dep_count(&part.chunk[part.layout.deps.clone()]) as u64),
+            dep_short: field(&|part| part.short),
+            deps: ByteBuf::from(compressor.encode_blobs(&[&deps])),
+            checksums: ByteBuf::from(compressor.encode_blobs(&[&checksums])),
+            others: blobs(|part| &part.chunk[part.layout.other_actors.clone()]),
+            meta: blobs(|part| &part.chunk[part.layout.meta.clone()]),
+            ops: blobs(|part| &part.ops),
+            rebuilt: blobs(|part| &part.rebuilt),
+            raw: blobs(|part| &part.raw),
+            extra: blobs(|part| &part.chunk[part.layout.extra.clone()]),
+        })
+    }
+}
+
+/// Splits one change chunk into the parts the columns hold; `None` when it is
+/// not a change chunk this encoding can carry.
+fn take_apart<'a>(chunk: &'a [u8], value: &dyn Fn(&str) -> Option<Value>) -> Option<Parts<'a>> {
+    let layout = chunk::read_change(chunk)?;
+    if layout.len != chunk.len() {
+        return None;
+    }
+    let message = std::str::from_utf8(&chunk[layout.message.clone()]).ok()?;
+    let mut ops = Vec::with_capacity(layout.body.len());
+    let mut raw_range = 0..0;
+    for (spec, range) in &layout.columns {
+        if *spec == spec::VAL_RAW {
+            // Two `valRaw` columns would be ambiguous.
+            if !raw_range.is_empty() {
+                return None;
+            }
+            raw_range = range.clone();
+        } else {
+            ops.extend_from_slice(&chunk[range.clone()]);
+        }
+    }
+    let raw_bytes = &chunk[raw_range];
+    let (rebuilt, raw) = strip_values(chunk, &layout, raw_bytes, value)
+        .unwrap_or_else(|| (Vec::new(), raw_bytes.to_vec()));
+    Some(Parts {
+        layout,
+        short: 0,
+        chunk,
+        message,
+        ops,
+        rebuilt,
+        raw,
+    })
+}
+
+/// The number of dependencies in a dependency section.
+fn dep_count(section: &[u8]) -> usize {
+    Reader::new(section).length().unwrap_or(0)
+}
+
+/// Leaves out of `raw_bytes` every value that is the row's: the bitmap of the
+/// operations left out and the remaining bytes. `None` when none is.
+fn strip_values<'a>(
+    chunk: &'a [u8],
+    layout: &ChunkLayout,
+    raw_bytes: &[u8],
+    value: &dyn Fn(&str) -> Option<Value>,
+) -> Option<(Vec<u8>, Vec<u8>)> {
+    if raw_bytes.is_empty()
+        || layout
+            .columns
+            .iter()
+            .any(|(spec, _)| spec & spec::DEFLATE != 0)
+    {
+        return None;
+    }
+    let ops = chunk::read_value_ops(|spec| &chunk[layout.column(spec)])?;
+    if ops.raw_total()? != raw_bytes.len() {
+        return None;
+    }
+    let mut rebuilt = vec![0_u8; ops.metas.len().div_ceil(8)];
+    let mut rest = Vec::new();
+    let mut scratch = Vec::new();
+    let mut at = 0;
+    let mut any = false;
+    for op in 0..ops.metas.len() {
+        let len = ops.raw_len(op);
+        if len == 0 {
+            continue;
+        }
+        let original = &raw_bytes[at..at + len];
+        at += len;
+        scratch.clear();
+        let same = ops.keys[op]
+            .and_then(value)
+            .is_some_and(|value| put_raw_value(&mut scratch, &value, ops.metas[op]))
+            && scratch == original;
+        if same {
+            rebuilt[op / 8] |= 1 << (op % 8);
+            any = true;
+        } else {
+            rest.extend_from_slice(original);
+        }
+    }
+    any.then_some((rebuilt, rest))
+}
+
+/// Why change columns cannot be put back together.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChangeError {
+    #[error("change column `{column}` is invalid: {source}")]
+    Column {
+        column: &'static str,
+        #[source]
+        source: ColumnError,
+    },
+    #[error("the change columns hold {found} chunks, the records {expected}")]
+    Count { expected: u64, found: u32 },
+    #[error("the record has both a payload and change chunks")]
+    Both,
+    #[error("chunk {chunk}: {what}")]
+    Chunk { chunk: usize, what: String },
+}
+
+/// Finds the whole hash of a dependency sent as a prefix.
+pub(crate) trait Resolve {
+    /// The hashes among the record's changes that start with `prefix`.
+    fn candidates(&mut self, prefix: &[u8]) -> Vec<[u8; 32]>;
+}
+
+/// What putting a record's chunks back gave.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Rebuilt {
+    /// Every chunk, appended to the output.
+    Done,
+    /// A dependency sent as a prefix is not among the local changes: the
+    /// record must be fetched whole. Nothing was appended.
+    Unresolved,
+}
+
+/// The change columns decoded, ready to put chunks back together.
+pub(crate) struct ChangeRows {
+    actors: Vec<ByteBuf>,
+    actor: Vec<u64>,
+    seq: Vec<u64>,
+    start_op: Vec<u64>,
+    time: Vec<u64>,
+    message: Vec<String>,
+    dep_counts: Vec<u64>,
+    dep_short: Vec<u64>,
+    deps: Vec<u8>,
+    deps_at: usize,
+    checksums: Vec<u8>,
+    others: Vec<Vec<u8>>,
+    meta: Vec<Vec<u8>>,
+    ops: Vec<Vec<u8>>,
+    rebuilt: Vec<Vec<u8>>,
+    raw: Vec<Vec<u8>>,
+    extra: Vec<Vec<u8>>,
+    next: usize,
+}
+
+impl ChangeRows {
+    /// Decodes every column; `total` is the number of chunks the records claim.
+    pub(crate) fn decode(columns: &ChangeColumns, total: u64) -> Result<ChangeRows, ChangeError> {
+        if u64::from(columns.m) != total {
+            return Err(ChangeError::Count {
+                expected: total,
+                found: columns.m,
+            });
+        }
+        let m = columns.m as usize;
+        let failed = |column: &'static str| move |source| ChangeError::Column { column, source };
+        let u64s = |bytes: &ByteBuf, name: &'static str| {
+            compress::decode_u64s(m, bytes).map_err(failed(name))
+        };
+        let blobs = |bytes: &ByteBuf, name: &'static str| {
+            compress::decode_blobs(m, bytes).map_err(failed(name))
+        };
+        let one = |bytes: &ByteBuf, name: &'static str| {
+            compress::decode_blobs(1, bytes)
+                .map_err(failed(name))
+                .map(|mut blobs| blobs.pop().unwrap_or_default())
+        };
+        let checksums = one(&columns.checksums, "checksums")?;
+        if checksums.len() != m * 4 {
+            return Err(ChangeError::Chunk {
+                chunk: 0,
+                what: format!("{} checksum bytes for {m} chunks", checksums.len()),
+            });
+        }
+        Ok(ChangeRows {
+            actors: columns.actors.clone(),
+            actor: u64s(&columns.actor, "actor")?,
+            seq: u64s(&columns.seq, "seq")?,
+            start_op: u64s(&columns.start_op, "start_op")?,
+            time: u64s(&columns.time, "time")?,
+            message: compress::decode_strs(m, &columns.message).map_err(failed("message"))?,
+            dep_counts: u64s(&columns.dep_counts, "dep_counts")?,
+            dep_short: u64s(&columns.dep_short, "dep_short")?,
+            deps: one(&columns.deps, "deps")?,
+            deps_at: 0,
+            checksums,
+            others: blobs(&columns.others, "others")?,
+            meta: blobs(&columns.meta, "meta")?,
+            ops: blobs(&columns.ops, "ops")?,
+            rebuilt: blobs(&columns.rebuilt, "rebuilt")?,
+            raw: blobs(&columns.raw, "raw")?,
+            extra: blobs(&columns.extra, "extra")?,
+            next: 0,
+        })
+    }
+
+    /// Puts the record's next `count` chunks back together, appending them to
+    /// `out`. `value` gives the row's value of a root field; `resolve` the
+    /// hashes of the record's local changes.
+    pub(crate) fn rebuild(
+        &mut self,
+        count: u64,
+        value: &dyn Fn(&str) -> Option<Value>,
+        resolve: &mut dyn Resolve,
+        out: &mut Vec<u8>,
+    ) -> Result<Rebuilt, ChangeError> {
+        let start = out.len();
+        let first = self.next;
+        let count = usize::try_from(count).unwrap_or(usize::MAX);
+        let last = first
+            .checked_add(count)
+            .filter(|last| *last <= self.actor.len())
+            .ok_or(ChangeError::Count {
+                expected: count as u64,
+                found: u32::try_from(self.actor.len() - first).unwrap_or(u32::MAX),
+            })?;
+        // Hashes of this record's chunks put back so far: later chunks of the
+        // same payload may depend on them.
+        let mut earlier: Vec<[u8; 32]> = Vec::with_capacity(count);
+        for index in first..last {
+            let deps = self
+                .deps_of(index)
+                .map_err(|what| ChangeError::Chunk { chunk: index, what })?;
+            let Some(deps) = resolve_deps(&deps, &earlier, resolve) else {
+                self.skip(index + 1, last)?;
+                out.truncate(start);
+                return Ok(Rebuilt::Unresolved);
+            };
+            match self.rebuild_one(index, &deps, value, out) {
+                Ok(hash) => earlier.push(hash),
+                // A chunk with a guessed dependency that does not check out is
+                // fetched whole; with every hash given, it is an error.
+                Err(_) if self.dep_short[index] != 0 => {
+                    self.skip(index + 1, last)?;
+                    out.truncate(start);
+                    return Ok(Rebuilt::Unresolved);
+                }
+                Err(what) => return Err(ChangeError::Chunk { chunk: index, what }),
+            }
+            self.next = index + 1;
+        }
+        Ok(Rebuilt::Done)
+    }
+
+    /// Whether every chunk was put back.
+    pub(crate) fn finished(&self) -> bool {
+        self.next == self.actor.len() && self.deps_at == self.deps.len()
+    }
+
+    /// Chunk `index`'s dependencies as sent (32 bytes, or a 4-byte prefix),
+    /// moving past them.
+    fn deps_of(&mut self, index: usize) -> Result<Vec<Vec<u8>>, String> {
+        let count = usize::try_from(self.dep_counts[index])
+            .ok()
+            .filter(|count| *count <= self.deps.len())
+            .ok_or("more dependencies than the deps column holds")?;
+        let short = self.dep_short[index];
+        if count < 64 && short >> count != 0 {
+            return Err("a short dependency beyond the dependency count".into());
+        }
+        let mut deps = Vec::with_capacity(count);
+        for dep in 0..count {
+            let len = if dep < 64 && short & (1 << dep) != 0 {
+                4
+            } else {
+                32
+            };
+            let piece = self
+                .deps
+                .get(self.deps_at..self.deps_at + len)
+                .ok_or("dependencies run past the deps column")?;
+            deps.push(piece.to_vec());
+            self.deps_at += len;
+        }
+        Ok(deps)
+    }
+
+    /// Moves past chunks `from..last` of a record without putting them back.
+    fn skip(&mut self, from: usize, last: usize) -> Result<(), ChangeError> {
+        for index in from..last {
+            self.deps_of(index)
+                .map_err(|what| ChangeError::Chunk { chunk: index, what })?;
+        }
+        self.next = last;
+        Ok(())
+    }
+
+    /// Puts chunk `index` back with its dependencies `deps` (whole hashes);
+    /// returns its hash.
+    fn rebuild_one(
+        &self,
+        index: usize,
+        deps: &[[u8; 32]],
+        value: &dyn Fn(&str) -> Option<Value>,
+        out: &mut Vec<u8>,
+    ) -> Result<[u8; 32], String> {
+        let mut body = Vec::with_capacity(
+            self.ops[index].len() + self.raw[index].len() + self.meta[index].len() + 128,
+        );
+        put_uleb(&mut body, deps.len() as u64);
+        for dep in deps {
+            body.extend_from_slice(dep);
+        }
+        let actor = usize::try_from(self.actor[index])
+            .ok()
+            .and_then(|actor| self.actors.get(actor))
+            .ok_or("actor index out of range")?;
+        put_uleb(&mut body, actor.len() as u64);
+        body.extend_from_slice(actor);
+        put_uleb(&mut body, self.seq[index]);
+        put_uleb(&mut body, self.start_op[index]);
+        put_sleb(&mut body, self.time[index] as i64);
+        let message = self.message[index].as_bytes();
+        put_uleb(&mut body, message.len() as u64);
+        body.extend_from_slice(message);
+        body.extend_from_slice(&self.others[index]);
+        let meta = &self.meta[index];
+        body.extend_from_slice(meta);
+        let columns = read_meta(meta).ok_or("malformed column metadata")?;
+        // Where each column's data is in `ops`; `valRaw` is not there.
+        let ops = &self.ops[index];
+        let mut at = 0;
+        let mut slices = Vec::with_capacity(columns.len());
+        for (spec, len) in &columns {
+            if *spec == spec::VAL_RAW {
+                slices.push(None);
+                continue;
+            }
+            let end = at + len;
+            slices.push(Some(ops.get(at..end).ok_or("operation columns run short")?));
+            at = end;
+        }
+        if at != ops.len() {
+            return Err("operation columns hold extra bytes".into());
+        }
+        let column = |wanted: u32| -> &[u8] {
+            columns
+                .iter()
+                .zip(&slices)
+                .find(|((spec, _), _)| *spec == wanted)
+                .and_then(|(_, slice)| *slice)
+                .unwrap_or_default()
+        };
+        let raw_len = columns
+            .iter()
+            .find(|(spec, _)| *spec == spec::VAL_RAW)
+            .map_or(0, |(_, len)| *len);
+        let raw = rebuild_raw(
+            &self.rebuilt[index],
+            &self.raw[index],
+            raw_len,
+            &column,
+            value,
+        )?;
+        for ((spec, _), slice) in columns.iter().zip(&slices) {
+            match slice {
+                Some(slice) => body.extend_from_slice(slice),
+                None if *spec == spec::VAL_RAW => body.extend_from_slice(&raw),
+                None => {}
+            }
+        }
+        body.extend_from_slice(&self.extra[index]);
+        let checksum = &self.checksums[index * 4..index * 4 + 4];
+        let mut header = Vec::with_capacity(10);
+        header.push(CHANGE_CHUNK);
+        put_uleb(&mut header, body.len() as u64);
+        let hash: [u8; 32] = Sha256::new()
+            .chain_update(&header)
+            .chain_update(&body)
+            .finalize()
+            .into();
+        if hash[..4] != *checksum {
+            return Err("the rebuilt chunk does not match its checksum".into());
+        }
+        out.extend_from_slice(&CHUNK_MAGIC);
+        out.extend_from_slice(checksum);
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&body);
+        Ok(hash)
+    }
+}
+
+/// The whole hashes of a chunk's dependencies: given ones as they are, prefixes
+/// matched against the record's earlier chunks, then its local changes. `None`
+/// when a prefix matches none, or more than one.
+fn resolve_deps(
+    deps: &[Vec<u8>],
+    earlier: &[[u8; 32]],
+    resolve: &mut dyn Resolve,
+) -> Option<Vec<[u8; 32]>> {
+    deps.iter()
+        .map(|dep| {
+            if let Ok(hash) = <[u8; 32]>::try_from(dep.as_slice()) {
+                return Some(hash);
+            }
+            let mut found: Vec<[u8; 32]> = earlier
+                .iter()
+                .filter(|hash| hash.starts_with(dep))
+                .copied()
+                .collect();
+            if found.is_empty() {
+                found = resolve.candidates(dep);
+            }
+            (found.len() == 1).then(|| found[0])
+        })
+        .collect()
+}
+
+/// The `valRaw` column: rebuilt values from the row, the others from `rest`.
+fn rebuild_raw<'c>(
+    rebuilt: &[u8],
+    rest: &[u8],
+    raw_len: usize,
+    column: &dyn Fn(u32) -> &'c [u8],
+    value: &dyn Fn(&str) -> Option<Value>,
+) -> Result<Vec<u8>, String> {
+    if rebuilt.is_empty() {
+        if rest.len() != raw_len {
+            return Err(format!(
+                "{} raw bytes for a column of {raw_len}",
+                rest.len()
+            ));
+        }
+        return Ok(rest.to_vec());
+    }
+    let ops = chunk::read_value_ops(column).ok_or("malformed operation columns")?;
+    let mut raw = Vec::with_capacity(raw_len);
+    let mut at = 0;
+    for op in 0..ops.metas.len() {
+        let len = ops.raw_len(op);
+        if len == 0 {
+            continue;
+        }
+        if bit(rebuilt, op) {
+            let key = ops.keys[op].ok_or("a rebuilt value is not a put on a root field")?;
+            let value = value(key).ok_or_else(|| format!("no row value for field `{key}`"))?;
+            if !put_raw_value(&mut raw, &value, ops.metas[op]) {
+                return Err(format!(
+                    "the row value of field `{key}` does not fit the change"
+                ));
+            }
+        } else {
+            let end = at + len;
+            raw.extend_from_slice(rest.get(at..end).ok_or("raw values run short")?);
+            at = end;
+        }
+    }
+    if at != rest.len() || raw.len() != raw_len {
+        return Err("raw values do not add up to the column".into());
+    }
+    Ok(raw)
+}
+
+/// A column metadata section: each column's spec and length.
+fn read_meta(meta: &[u8]) -> Option<Vec<(u32, usize)>> {
+    let mut reader = Reader::new(meta);
+    let count = reader.length()?;
+    let mut columns = Vec::with_capacity(count.min(64));
+    for _ in 0..count {
+        columns.push((u32::try_from(reader.uleb()?).ok()?, reader.length()?));
+    }
+    reader.done().then_some(columns)
+}
+
+/// A record's local copy (its saved bytes): the hashes of its changes, found on
+/// demand. First the cheap ones: each change chunk's hash and each document
+/// chunk's heads; then, when a prefix matches none of them, every change of the
+/// loaded document.
+pub(crate) struct LocalCopy {
+    bytes: Vec<u8>,
+    cheap: Option<Vec<[u8; 32]>>,
+    all: Option<Vec<[u8; 32]>>,
+}
+
+impl LocalCopy {
+    pub(crate) fn new(bytes: Vec<u8>) -> LocalCopy {
+        LocalCopy {
+            bytes,
+            cheap: None,
+            all: None,
+        }
+    }
+}
+
+impl Resolve for LocalCopy {
+    fn candidates(&mut self, prefix: &[u8]) -> Vec<[u8; 32]> {
+        let matching = |hashes: &[[u8; 32]]| -> Vec<[u8; 32]> {
+            hashes
+                .iter()
+                .filter(|hash| hash.starts_with(prefix))
+                .copied()
+                .collect()
+        };
+        let bytes = &self.bytes;
+        let found = matching(self.cheap.get_or_insert_with(|| chunk::chunk_hashes(bytes)));
+        if !found.is_empty() {
+            return found;
+        }
+        matching(self.all.get_or_insert_with(|| {
+            automerge::Automerge::load(bytes)
+                .map(|document| {
+                    document
+                        .get_changes_meta(&[])
+                        .into_iter()
+                        .map(|meta| meta.hash.0)
+                        .collect()
+                })
+                .unwrap_or_default()
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use mobilesyncdb_crdt::{ActorId, Edit, Record, Stamp, StampMeta};
+
+    use super::*;
+    use crate::compress::{CompressionStats, Level};
+
+    fn compressor() -> Compressor {
+        Compressor::new(Level::Balanced, Arc::new(CompressionStats::new()))
+    }
+
+    /// A record's insert and a later edit, as change chunks.
+    fn changes() -> (Vec<u8>, Vec<u8>) {
+        let mut record = Record::new(ActorId::random());
+        let meta = StampMeta::new(Stamp::at(1_700_000_000_000), "phone-1");
+        let insert = record
+            .write(
+                &[
+                    Edit::set("title", "milk"),
+                    Edit::set("due", Value::Timestamp(1_700_000_100_000)),
+                    Edit::set("weight", 1.5),
+                    Edit::set("done", false),
+                ],
+                &meta,
+            )
+            .unwrap()
+            .unwrap();
+        let edit = record
+            .write(&[Edit::set("title", "oat milk")], &meta)
+            .unwrap()
+            .unwrap();
+        (insert.raw_bytes().to_vec(), edit.raw_bytes().to_vec())
+    }
+
+    fn row(title: &str) -> impl Fn(&str) -> Option<Value> {
+        let title = title.to_owned();
+        move |field: &str| match field {
+            "title" => Some(Value::str(title.as_str())),
+            "due" => Some(Value::Timestamp(1_700_000_100_000)),
+            "weight" => Some(Value::Float(1.5)),
+            "done" => Some(Value::Bool(false)),
+            _ => None,
+        }
+    }
+
+    /// Encodes payloads, then puts them back with `copy` resolving prefixes.
+    fn round_trip(
+        payloads: &[&[u8]],
+        value: &dyn Fn(&str) -> Option<Value>,
+        shorten: bool,
+        copy: &mut dyn Resolve,
+    ) -> (ChangeColumns, Vec<Result<Vec<u8>, ()>>) {
+        let mut builder = ChangeColumnsBuilder::default();
+        let counts: Vec<u64> = payloads
+            .iter()
+            .map(|payload| builder.add(payload, value, shorten))
+            .collect();
+        let columns = builder.finish(&compressor()).expect("chunks");
+        let mut rows = ChangeRows::decode(&columns, counts.iter().sum()).unwrap();
+        let rebuilt = counts
+            .iter()
+            .map(|count| {
+                let mut out = Vec::new();
+                match rows.rebuild(*count, value, copy, &mut out).unwrap() {
+                    Rebuilt::Done => Ok(out),
+                    Rebuilt::Unresolved => Err(()),
+                }
+            })
+            .collect();
+        assert!(rows.finished());
+        (columns, rebuilt)
+    }
+
+    struct Copy(Vec<u8>);
+
+    impl Resolve for Copy {
+        fn candidates(&mut self, prefix: &[u8]) -> Vec<[u8; 32]> {
+            LocalCopy::new(self.0.clone()).candidates(prefix)
+        }
+    }
+
+    #[test]
+    fn chunks_come_back_byte_for_byte_with_values_from_the_row() {
+        let (insert, edit) = changes();
+        let both = [insert.clone(), edit.clone()].concat();
+        let (columns, rebuilt) = round_trip(
+            &[&insert, &both],
+            &row("oat milk"),
+            true,
+            &mut Copy(Vec::new()),
+        );
+        // The insert's title is not the row's any more: it stays raw; the
+        // other values (and the edit's title) come from the row.
+        assert_eq!(rebuilt, [Ok(insert.clone()), Ok(both)]);
+        let raw = compress::decode_blobs(3, &columns.raw).unwrap();
+        assert_eq!(raw[0], b"milk");
+        assert!(raw[2].is_empty());
+        // Every automerge reader takes the rebuilt bytes.
+        Record::load(&rebuilt[1].clone().unwrap()).expect("loads");
+    }
+
+    #[test]
+    fn without_a_row_every_value_stays_in_the_chunk() {
+        let (insert, _) = changes();
+        let nothing = |_: &str| None;
+        let (columns, rebuilt) = round_trip(&[&insert], &nothing, false, &mut Copy(Vec::new()));
+        assert_eq!(rebuilt, [Ok(insert)]);
+        assert_eq!(
+            compress::decode_blobs(1, &columns.rebuilt).unwrap(),
+            [Vec::<u8>::new()]
+        );
+    }
+
+    #[test]
+    fn a_short_dependency_is_found_in_the_local_copy_or_the_record_is_unresolved() {
+        let (insert, edit) = changes();
+        let value = row("oat milk");
+        let (_, rebuilt) = round_trip(&[&edit], &value, true, &mut Copy(insert.clone()));
+        assert_eq!(rebuilt, [Ok(edit.clone())]);
+        // A copy saved as a document lists the dependency among its heads.
+        let saved = Record::load(&insert).unwrap().save();
+        let (_, rebuilt) = round_trip(&[&edit], &value, true, &mut Copy(saved));
+        assert_eq!(rebuilt, [Ok(edit.clone())]);
+        // A copy without it: fetch the record whole.
+        let (_, rebuilt) = round_trip(&[&edit, &insert], &value, true, &mut Copy(Vec::new()));
+        assert_eq!(rebuilt, [Err(()), Ok(insert)]);
+        // Whole dependencies need no copy.
+        let (_, rebuilt) = round_trip(&[&edit], &value, false, &mut Copy(Vec::new()));
+        assert_eq!(rebuilt, [Ok(edit)]);
+    }
+
+    #[test]
+    fn a_value_that_does_not_rebuild_the_chunk_is_refused_by_its_checksum() {
+        let (insert, _) = changes();
+        let mut builder = ChangeColumnsBuilder::default();
+        assert_eq!(builder.add(&insert, &row("milk"), false), 1);
+        let columns = builder.finish(&compressor()).unwrap();
+        let mut rows = ChangeRows::decode(&columns, 1).unwrap();
+        // The decoder's row says "silk": same length, other bytes.
+        let error = rows
+            .rebuild(1, &row("silk"), &mut Copy(Vec::new()), &mut Vec::new())
+            .unwrap_err();
+        assert!(error.to_string().contains("checksum"), "{error}");
+        let mut rows = ChangeRows::decode(&columns, 1).unwrap();
+        let error = rows
+            .rebuild(1, &row("oat"), &mut Copy(Vec::new()), &mut Vec::new())
+            .unwrap_err();
+        assert!(error.to_string().contains("does not fit"), "{error}");
+        assert!(ChangeRows::decode(&columns, 2).is_err());
+    }
+
+    #[test]
+    fn payloads_that_are_not_change_chunks_stay_whole() {
+        let (insert, _) = changes();
+        let document = Record::load(&insert).unwrap().save();
+        let mut builder = ChangeColumnsBuilder::default();
+        let value = row("milk");
+        assert_eq!(builder.add(&document, &value, true), 0);
+        assert_eq!(builder.add(&insert[..insert.len() - 1], &value, true), 0);
+        assert_eq!(builder.add(b"not automerge", &value, true), 0);
+        assert!(builder.finish(&compressor()).is_none());
+    }
+}
