@@ -30,40 +30,43 @@ use super::chunk::{
 use crate::compress::{self, ColumnError, Compressor};
 
 /// The change chunks of one table's records, field by field: M chunks, records in
-/// batch order and each record's chunks in payload order.
+/// batch order and each record's chunks in payload order. Parts of the same kind
+/// share one column, one part after the other, so that a batch of one record
+/// costs few column headers.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct ChangeColumns {
     /// The number of chunks, M.
     pub(crate) m: u32,
     /// The distinct actor ids, in order of first use.
     pub(crate) actors: Vec<ByteBuf>,
-    /// Per chunk, its actor's index in `actors`.
-    pub(crate) actor: ByteBuf,
-    pub(crate) seq: ByteBuf,
-    pub(crate) start_op: ByteBuf,
-    /// The time as the bits of an `i64`.
-    pub(crate) time: ByteBuf,
+    /// 6 × M unsigned numbers: M of each of [`NUMBERS`], one after the other.
+    pub(crate) numbers: ByteBuf,
+    /// M messages.
     pub(crate) message: ByteBuf,
-    pub(crate) dep_counts: ByteBuf,
-    /// Per chunk, a bitmap of its dependencies sent as a 4-byte prefix.
-    pub(crate) dep_short: ByteBuf,
-    /// One entry: every dependency, in chunk order: its 32-byte hash, or the
-    /// first 4 bytes of it when `dep_short` says so.
-    pub(crate) deps: ByteBuf,
-    /// One entry: every chunk's checksum, 4 bytes each.
-    pub(crate) checksums: ByteBuf,
-    /// The other-actors section (its count included), as in the chunk.
-    pub(crate) others: ByteBuf,
-    /// The column metadata section (its count included), as in the chunk.
-    pub(crate) meta: ByteBuf,
-    /// The column data in metadata order, without `valRaw`.
-    pub(crate) ops: ByteBuf,
-    /// A bitmap over the operations: set where the raw value is the row's.
-    pub(crate) rebuilt: ByteBuf,
-    /// The `valRaw` bytes of the operations not rebuilt, in operation order.
-    pub(crate) raw: ByteBuf,
-    pub(crate) extra: ByteBuf,
+    /// Two byte strings: every chunk's 4-byte checksum, then every dependency
+    /// (its 32-byte hash, or its first 4 bytes when `dep_short` says so).
+    pub(crate) hashes: ByteBuf,
+    /// 6 × M byte strings: M of each of [`PARTS`], one after the other.
+    pub(crate) parts: ByteBuf,
 }
+
+/// The numbers of a chunk, in the order of the `numbers` column: the index of
+/// its actor in `actors`, its seq, start op and time (the bits of an `i64`), its
+/// number of dependencies, and the bitmap of those sent as a 4-byte prefix.
+pub(crate) const NUMBERS: [&str; 6] = [
+    "actor",
+    "seq",
+    "start_op",
+    "time",
+    "dep_counts",
+    "dep_short",
+];
+
+/// The byte strings of a chunk, in the order of the `parts` column: the
+/// other-actors section and the column metadata as in the chunk (counts
+/// included), the column data without `valRaw`, the bitmap of operations whose
+/// raw value comes from the row, the other raw values, the extra bytes.
+pub(crate) const PARTS: [&str; 6] = ["others", "meta", "ops", "rebuilt", "raw", "extra"];
 
 /// One chunk taken apart.
 struct Parts<'a> {
@@ -131,14 +134,21 @@ impl<'a> ChangeColumnsBuilder<'a> {
             return None;
         }
         let parts = &self.parts;
-        let field = |get: &dyn Fn(&Parts<'a>) -> u64| -> ByteBuf {
-            let values: Vec<u64> = parts.iter().map(get).collect();
-            ByteBuf::from(compressor.encode_u64s(&values))
-        };
-        let blobs = |get: for<'p> fn(&'p Parts<'a>) -> &'p [u8]| -> ByteBuf {
-            let values: Vec<&[u8]> = parts.iter().map(get).collect();
-            ByteBuf::from(compressor.encode_blobs(&values))
-        };
+        let mut numbers = Vec::with_capacity(parts.len() * NUMBERS.len());
+        numbers.extend(
+            parts
+                .iter()
+                .map(|part| self.actor_index[&part.chunk[part.layout.actor.clone()]]),
+        );
+        numbers.extend(parts.iter().map(|part| part.layout.seq));
+        numbers.extend(parts.iter().map(|part| part.layout.start_op));
+        numbers.extend(parts.iter().map(|part| part.layout.time as u64));
+        numbers.extend(
+            parts
+                .iter()
+                .map(|part| dep_count(&part.chunk[part.layout.deps.clone()]) as u64),
+        );
+        numbers.extend(parts.iter().map(|part| part.short));
         let mut deps = Vec::new();
         let mut checksums = Vec::with_capacity(parts.len() * 4);
         for part in parts {
@@ -151,6 +161,25 @@ impl<'a> ChangeColumnsBuilder<'a> {
             }
             checksums.extend_from_slice(&part.chunk[4..8]);
         }
+        let mut pieces: Vec<&[u8]> = Vec::with_capacity(parts.len() * PARTS.len());
+        pieces.extend(
+            parts
+                .iter()
+                .map(|part| &part.chunk[part.layout.other_actors.clone()]),
+        );
+        pieces.extend(
+            parts
+                .iter()
+                .map(|part| &part.chunk[part.layout.meta.clone()]),
+        );
+        pieces.extend(parts.iter().map(|part| part.ops.as_slice()));
+        pieces.extend(parts.iter().map(|part| part.rebuilt.as_slice()));
+        pieces.extend(parts.iter().map(|part| part.raw.as_slice()));
+        pieces.extend(
+            parts
+                .iter()
+                .map(|part| &part.chunk[part.layout.extra.clone()]),
+        );
         let messages: Vec<&str> = parts.iter().map(|part| part.message).collect();
         Some(ChangeColumns {
             m: u32::try_from(parts.len()).unwrap_or(u32::MAX),
@@ -159,21 +188,10 @@ impl<'a> ChangeColumnsBuilder<'a> {
                 .iter()
                 .map(|actor| ByteBuf::from(actor.to_vec()))
                 .collect(),
-            actor: field(&|part| self.actor_index[&part.chunk[part.layout.actor.clone()]]),
-            seq: field(&|part| part.layout.seq),
-            start_op: field(&|part| part.layout.start_op),
-            time: field(&|part| part.layout.time as u64),
+            numbers: ByteBuf::from(compressor.encode_u64s(&numbers)),
             message: ByteBuf::from(compressor.encode_strs(&messages)),
-            dep_counts: field(&|part| dep_count(&part.chunk[part.layout.deps.clone()]) as u64),
-            dep_short: field(&|part| part.short),
-            deps: ByteBuf::from(compressor.encode_blobs(&[&deps])),
-            checksums: ByteBuf::from(compressor.encode_blobs(&[&checksums])),
-            others: blobs(|part| &part.chunk[part.layout.other_actors.clone()]),
-            meta: blobs(|part| &part.chunk[part.layout.meta.clone()]),
-            ops: blobs(|part| &part.ops),
-            rebuilt: blobs(|part| &part.rebuilt),
-            raw: blobs(|part| &part.raw),
-            extra: blobs(|part| &part.chunk[part.layout.extra.clone()]),
+            hashes: ByteBuf::from(compressor.encode_blobs(&[&checksums, &deps])),
+            parts: ByteBuf::from(compressor.encode_blobs(&pieces)),
         })
     }
 }
@@ -332,42 +350,42 @@ impl ChangeRows {
         }
         let m = columns.m as usize;
         let failed = |column: &'static str| move |source| ChangeError::Column { column, source };
-        let u64s = |bytes: &ByteBuf, name: &'static str| {
-            compress::decode_u64s(m, bytes).map_err(failed(name))
-        };
-        let blobs = |bytes: &ByteBuf, name: &'static str| {
-            compress::decode_blobs(m, bytes).map_err(failed(name))
-        };
-        let one = |bytes: &ByteBuf, name: &'static str| {
-            compress::decode_blobs(1, bytes)
-                .map_err(failed(name))
-                .map(|mut blobs| blobs.pop().unwrap_or_default())
-        };
-        let checksums = one(&columns.checksums, "checksums")?;
+        let six = m.checked_mul(6).ok_or(ChangeError::Count {
+            expected: total,
+            found: columns.m,
+        })?;
+        let numbers = compress::decode_u64s(six, &columns.numbers).map_err(failed("numbers"))?;
+        let mut numbers = numbers.chunks_exact(m.max(1)).map(<[u64]>::to_vec);
+        let mut next_numbers = || numbers.next().unwrap_or_default();
+        let mut hashes = compress::decode_blobs(2, &columns.hashes).map_err(failed("hashes"))?;
+        let deps = hashes.pop().unwrap_or_default();
+        let checksums = hashes.pop().unwrap_or_default();
         if checksums.len() != m * 4 {
             return Err(ChangeError::Chunk {
                 chunk: 0,
                 what: format!("{} checksum bytes for {m} chunks", checksums.len()),
             });
         }
+        let mut parts = compress::decode_blobs(six, &columns.parts).map_err(failed("parts"))?;
+        let mut next_parts = || parts.drain(..m).collect::<Vec<_>>();
         Ok(ChangeRows {
             actors: columns.actors.clone(),
-            actor: u64s(&columns.actor, "actor")?,
-            seq: u64s(&columns.seq, "seq")?,
-            start_op: u64s(&columns.start_op, "start_op")?,
-            time: u64s(&columns.time, "time")?,
+            actor: next_numbers(),
+            seq: next_numbers(),
+            start_op: next_numbers(),
+            time: next_numbers(),
+            dep_counts: next_numbers(),
+            dep_short: next_numbers(),
             message: compress::decode_strs(m, &columns.message).map_err(failed("message"))?,
-            dep_counts: u64s(&columns.dep_counts, "dep_counts")?,
-            dep_short: u64s(&columns.dep_short, "dep_short")?,
-            deps: one(&columns.deps, "deps")?,
+            deps,
             deps_at: 0,
             checksums,
-            others: blobs(&columns.others, "others")?,
-            meta: blobs(&columns.meta, "meta")?,
-            ops: blobs(&columns.ops, "ops")?,
-            rebuilt: blobs(&columns.rebuilt, "rebuilt")?,
-            raw: blobs(&columns.raw, "raw")?,
-            extra: blobs(&columns.extra, "extra")?,
+            others: next_parts(),
+            meta: next_parts(),
+            ops: next_parts(),
+            rebuilt: next_parts(),
+            raw: next_parts(),
+            extra: next_parts(),
             next: 0,
         })
     }
@@ -763,6 +781,14 @@ mod tests {
         (columns, rebuilt)
     }
 
+    /// The length of a chunk's `valRaw` column.
+    fn insert_raw_len(chunk: &[u8]) -> usize {
+        chunk::read_change(chunk)
+            .unwrap()
+            .column(spec::VAL_RAW)
+            .len()
+    }
+
     struct Copy(Vec<u8>);
 
     impl Resolve for Copy {
@@ -784,7 +810,8 @@ mod tests {
         // The insert's title is not the row's any more: it stays raw; the
         // other values (and the edit's title) come from the row.
         assert_eq!(rebuilt, [Ok(insert.clone()), Ok(both)]);
-        let raw = compress::decode_blobs(3, &columns.raw).unwrap();
+        let parts = compress::decode_blobs(18, &columns.parts).unwrap();
+        let raw = &parts[12..15];
         assert_eq!(raw[0], b"milk");
         assert!(raw[2].is_empty());
         // Every automerge reader takes the rebuilt bytes.
@@ -796,11 +823,10 @@ mod tests {
         let (insert, _) = changes();
         let nothing = |_: &str| None;
         let (columns, rebuilt) = round_trip(&[&insert], &nothing, false, &mut Copy(Vec::new()));
-        assert_eq!(rebuilt, [Ok(insert)]);
-        assert_eq!(
-            compress::decode_blobs(1, &columns.rebuilt).unwrap(),
-            [Vec::<u8>::new()]
-        );
+        assert_eq!(rebuilt, [Ok(insert.clone())]);
+        let parts = compress::decode_blobs(6, &columns.parts).unwrap();
+        assert!(parts[3].is_empty(), "no value rebuilt");
+        assert_eq!(parts[4].len(), insert_raw_len(&insert));
     }
 
     #[test]
