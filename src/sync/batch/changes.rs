@@ -252,7 +252,8 @@ fn strip_values<'a>(
     {
         return None;
     }
-    let ops = chunk::read_value_ops(|spec| &chunk[layout.column(spec)])?;
+    // The chunk is the server's own, checked when it was stored.
+    let ops = chunk::read_value_ops(|spec| &chunk[layout.column(spec)], usize::MAX)?;
     if ops.raw_total()? != raw_bytes.len() {
         return None;
     }
@@ -619,7 +620,9 @@ fn rebuild_raw<'c>(
         }
         return Ok(rest.to_vec());
     }
-    let ops = chunk::read_value_ops(column).ok_or("malformed operation columns")?;
+    // The bitmap has a bit per operation: it bounds what the columns may claim.
+    let ops = chunk::read_value_ops(column, rebuilt.len().saturating_mul(8))
+        .ok_or("malformed operation columns")?;
     let mut raw = Vec::with_capacity(raw_len);
     let mut at = 0;
     for op in 0..ops.metas.len() {

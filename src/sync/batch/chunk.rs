@@ -301,11 +301,14 @@ impl ValueOps<'_> {
 
 /// Reads the columns a chunk's values depend on. `column` gives a column's
 /// data by spec (empty when absent: every entry null). `None` when a needed
-/// column is compressed or malformed.
-pub(crate) fn read_value_ops<'a>(column: impl Fn(u32) -> &'a [u8]) -> Option<ValueOps<'a>> {
-    const MAX_OPS: usize = 1 << 24;
+/// column is malformed or claims more than `max_ops` operations (run-length
+/// columns can claim millions in a few bytes).
+pub(crate) fn read_value_ops<'a>(
+    column: impl Fn(u32) -> &'a [u8],
+    max_ops: usize,
+) -> Option<ValueOps<'a>> {
     let action = column(spec::ACTION);
-    let actions = read_uint_column(action, MAX_OPS)?;
+    let actions = read_uint_column(action, max_ops)?;
     let count = actions.len();
     let metas = read_uint_column(column(spec::VAL_META), count)?;
     let obj_actors = read_uint_column(column(spec::OBJ_ACTOR), count)?;
@@ -436,4 +439,123 @@ pub(crate) fn chunk_hashes(bytes: &[u8]) -> Vec<[u8; 32]> {
         }
     }
     hashes
+}
+
+#[cfg(test)]
+mod tests {
+    use mobilesyncdb_crdt::{ActorId, Edit, Record, Stamp, StampMeta};
+
+    use super::*;
+
+    fn sleb(value: i64) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_sleb(&mut out, value);
+        out
+    }
+
+    #[test]
+    fn leb128_round_trips_at_the_edges() {
+        for value in [0, 1, -1, 63, 64, -64, -65, i64::MAX, i64::MIN] {
+            assert_eq!(Reader::new(&sleb(value)).sleb(), Some(value), "{value}");
+        }
+        for value in [0, 127, 128, u64::MAX] {
+            let mut out = Vec::new();
+            put_uleb(&mut out, value);
+            assert_eq!(Reader::new(&out).uleb(), Some(value), "{value}");
+        }
+        assert_eq!(Reader::new(&[0x80; 11]).uleb(), None);
+    }
+
+    #[test]
+    fn run_length_columns_decode_runs_literals_and_nulls_within_a_limit() {
+        // Three 5s, two literals (7, 8), two nulls.
+        let mut column = sleb(3);
+        column.push(5);
+        column.extend(sleb(-2));
+        column.extend([7, 8]);
+        column.extend(sleb(0));
+        column.push(2);
+        assert_eq!(
+            read_uint_column(&column, 7),
+            Some(vec![
+                Some(5),
+                Some(5),
+                Some(5),
+                Some(7),
+                Some(8),
+                None,
+                None
+            ])
+        );
+        assert_eq!(
+            read_uint_column(&column, 6),
+            None,
+            "one entry over the limit"
+        );
+        // A million entries claimed in four bytes are refused without allocating.
+        let mut bomb = sleb(1_000_000);
+        bomb.push(1);
+        assert_eq!(read_uint_column(&bomb, 64), None);
+        assert_eq!(read_uint_column(&column[..column.len() - 1], 7), None);
+    }
+
+    #[test]
+    fn a_raw_value_is_written_only_in_its_exact_encoding() {
+        let mut out = Vec::new();
+        assert!(put_raw_value(
+            &mut out,
+            &Value::str("abc"),
+            3 << 4 | code::STRING
+        ));
+        assert!(!put_raw_value(
+            &mut out,
+            &Value::str("abcd"),
+            3 << 4 | code::STRING
+        ));
+        assert!(put_raw_value(&mut out, &Value::Int(-1), 1 << 4 | code::INT));
+        assert!(!put_raw_value(
+            &mut out,
+            &Value::Int(-1),
+            1 << 4 | code::UINT
+        ));
+        assert!(put_raw_value(
+            &mut out,
+            &Value::Int(3),
+            8 << 4 | code::FLOAT
+        ));
+        assert!(put_raw_value(
+            &mut out,
+            &Value::Float(2.0),
+            1 << 4 | code::TIMESTAMP
+        ));
+        assert!(!put_raw_value(
+            &mut out,
+            &Value::Bool(true),
+            1 << 4 | code::INT
+        ));
+        let mut expected = b"abc".to_vec();
+        expected.push(0x7f);
+        expected.extend(3.0_f64.to_le_bytes());
+        expected.push(2);
+        assert_eq!(out, expected, "refused values leave nothing behind");
+    }
+
+    #[test]
+    fn a_change_chunk_is_laid_out_and_its_hash_found_as_a_document_head() {
+        let mut record = Record::new(ActorId::random());
+        let meta = StampMeta::new(Stamp::at(1_700_000_000_000), "phone-1");
+        let change = record
+            .write(&[Edit::set("title", "milk")], &meta)
+            .unwrap()
+            .unwrap();
+        let bytes = change.raw_bytes();
+        let layout = read_change(bytes).expect("a change chunk");
+        assert_eq!(layout.len, bytes.len());
+        assert_eq!((layout.seq, layout.start_op), (1, 1));
+        assert_eq!(layout.time, 1_700_000_000_000);
+        assert_eq!(&bytes[layout.column(spec::VAL_RAW)], b"milk");
+        assert_eq!(chunk_hashes(bytes), [change.hash().0]);
+        assert_eq!(chunk_hashes(&record.save()), [change.hash().0]);
+        assert!(read_change(&bytes[..bytes.len() - 1]).is_none());
+    }
 }
