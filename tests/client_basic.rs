@@ -156,6 +156,43 @@ async fn an_incremental_pull_brings_only_the_changed_records() {
     }
 }
 
+/// A change's dependency travels as a 4-byte prefix found in the client's copy
+/// of the record. A copy that lacks it (here: another record's bytes) cannot
+/// complete the change: the record is fetched whole in the same `pull_all`, and
+/// nothing wrong is stored.
+#[tokio::test]
+async fn a_record_whose_copy_lacks_a_dependency_is_fetched_whole() {
+    let clock = ManualClock::at(T0);
+    let db = database(3, Arc::clone(&clock));
+    let phone = client(&db, config("phone-1", Arc::clone(&clock)));
+    phone.pull_all().await.expect("initial pull");
+    let mut replica = phone.replica();
+    let records = &mut replica.tables.get_mut("todos").expect("table").records;
+    let other = records["t002"].bytes.clone();
+    records.get_mut("t001").expect("held").bytes = other;
+    let phone = Client::from_replica(
+        config("phone-1", clock),
+        replica,
+        InProcess::new(sync_server(&db)),
+    )
+    .expect("client");
+    server_update(&db, "t001", &[("title", Value::str("renamed"))]);
+    server_update(&db, "t000", &[("title", Value::str("also renamed"))]);
+    let report = phone.pull_all().await.expect("incremental pull");
+    // The batch with both changes, then the one fetching t001 whole.
+    assert_eq!(report.batches, 2, "the fetch follows at once");
+    assert_eq!(report.records, 3);
+    assert!(phone.replica().fetch.is_empty());
+    assert_same_rows(&phone, &db);
+    for id in ["t000", "t001", "t002"] {
+        assert_eq!(
+            client_heads(&phone, id).await,
+            server_heads(&db, id),
+            "{id}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_pull_that_finds_nothing_costs_one_request_and_no_acknowledgement() {
     let clock = ManualClock::at(T0);
