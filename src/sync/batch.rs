@@ -18,6 +18,7 @@ use crate::sync::message::{DeltaState, PullBatch, RecordDelta, TableBatch};
 use crate::sync::wire::{self, MessageKind, WireError};
 use changes::{
     ChangeColumns, ChangeColumnsBuilder, ChangeError, ChangeRows, LocalCopy, Rebuilt, Resolve,
+    RowValue,
 };
 
 mod changes;
@@ -91,12 +92,13 @@ pub(crate) fn table_body(
     for record in records {
         let described = describe(record, &fields);
         let sent = |name: &str| -> Option<Value> {
-            let row = described.row.filter(|_| strip)?;
+            let row = described.row?;
             let position = fields.iter().position(|(field, _)| field == name)?;
             let mask = &described.touched;
             (mask.is_empty() || bit(mask, position)).then(|| row.get(position))
         };
-        let taken = changes.add(described.payload, &sent, strip);
+        let value = (strip && described.row.is_some()).then_some(&sent as RowValue<'_>);
+        let taken = changes.add(described.payload, value, strip);
         flags.push(described.flags);
         payloads.push(if taken > 0 { &[] } else { described.payload });
         chunks.push(taken);
@@ -268,7 +270,7 @@ pub fn decode_batch_with(
 }
 
 fn decode_table(
-    table: TableBody,
+    mut table: TableBody,
     message_len: usize,
     held: &dyn Fn(&str, &str) -> Option<Vec<u8>>,
 ) -> Result<TableBatch, BatchError> {
@@ -317,7 +319,7 @@ fn decode_table(
         record: record.to_owned(),
         source,
     };
-    let mut changes = match &table.changes {
+    let mut changes = match table.changes.take() {
         Some(columns) => {
             Some(ChangeRows::decode(columns, total).map_err(|source| changed("", source))?)
         }
@@ -378,14 +380,8 @@ fn decode_table(
             unresolved,
         });
     }
-    if changes.as_ref().is_some_and(|changes| !changes.finished()) {
-        return Err(changed(
-            "",
-            ChangeError::Count {
-                expected: total,
-                found: table.changes.as_ref().map_or(0, |c| c.m),
-            },
-        ));
+    if let Some(changes) = &changes {
+        changes.check_used().map_err(|source| changed("", source))?;
     }
     Ok(TableBatch {
         table: table.name,

@@ -33,44 +33,42 @@ use crate::compress::{self, ColumnError, Compressor};
 /// batch order and each record's chunks in payload order. Parts of the same kind
 /// share one column, one part after the other, so that a batch of one record
 /// costs few column headers.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct ChangeColumns {
     /// The number of chunks, M.
     pub(crate) m: u32,
     /// The distinct actor ids, in order of first use.
     pub(crate) actors: Vec<ByteBuf>,
-    /// 6 × M unsigned numbers: M of each of [`NUMBERS`], one after the other.
+    /// 6 × M unsigned numbers: M of each kind ([`PER_CHUNK`]), one kind after
+    /// the other.
     pub(crate) numbers: ByteBuf,
     /// M messages.
     pub(crate) message: ByteBuf,
     /// Two byte strings: every chunk's 4-byte checksum, then every dependency
     /// (its 32-byte hash, or its first 4 bytes when `dep_short` says so).
     pub(crate) hashes: ByteBuf,
-    /// 6 × M byte strings: M of each of [`PARTS`], one after the other.
+    /// 6 × M byte strings: M of each kind ([`PER_CHUNK`]), one kind after the
+    /// other.
     pub(crate) parts: ByteBuf,
 }
 
-/// The numbers of a chunk, in the order of the `numbers` column: the index of
-/// its actor in `actors`, its seq, start op and time (the bits of an `i64`), its
-/// number of dependencies, and the bitmap of those sent as a 4-byte prefix.
-pub(crate) const NUMBERS: [&str; 6] = [
-    "actor",
-    "seq",
-    "start_op",
-    "time",
-    "dep_counts",
-    "dep_short",
-];
-
-/// The byte strings of a chunk, in the order of the `parts` column: the
+/// How many numbers (in `numbers`) and byte strings (in `parts`) each chunk has.
+/// The numbers, in order: the index of its actor in `actors`, its seq, start op
+/// and time (the bits of an `i64`), its number of dependencies, and the bitmap
+/// of those sent as a 4-byte prefix. The byte strings, in order: the
 /// other-actors section and the column metadata as in the chunk (counts
 /// included), the column data without `valRaw`, the bitmap of operations whose
 /// raw value comes from the row, the other raw values, the extra bytes.
-pub(crate) const PARTS: [&str; 6] = ["others", "meta", "ops", "rebuilt", "raw", "extra"];
+const PER_CHUNK: usize = 6;
+
+/// The value the batch sends for a root field, by name, when it sends one.
+pub(crate) type RowValue<'f> = &'f dyn Fn(&str) -> Option<Value>;
 
 /// One chunk taken apart.
 struct Parts<'a> {
     layout: ChunkLayout,
+    /// The number of dependencies.
+    deps: usize,
     /// Bitmap of the dependencies sent as a prefix.
     short: u64,
     chunk: &'a [u8],
@@ -92,12 +90,13 @@ impl<'a> ChangeColumnsBuilder<'a> {
     /// Takes a record's payload apart when every chunk in it is a change chunk;
     /// returns how many chunks it took (0: the payload stays whole). `value`
     /// gives the value the batch sends for a root field, when it sends one:
-    /// raw values equal to it are left out. With `shorten`, dependencies travel
+    /// raw values equal to it are left out (`None`: the batch sends none, or
+    /// the client cannot put values back). With `shorten`, dependencies travel
     /// as prefixes.
     pub(crate) fn add(
         &mut self,
         payload: &'a [u8],
-        value: &dyn Fn(&str) -> Option<Value>,
+        value: Option<RowValue<'_>>,
         shorten: bool,
     ) -> u64 {
         let Some(chunks) = chunk::split_chunks(payload) else {
@@ -107,9 +106,8 @@ impl<'a> ChangeColumnsBuilder<'a> {
         for chunk in chunks {
             match take_apart(chunk, value) {
                 Some(mut parts) => {
-                    let deps = dep_count(&parts.chunk[parts.layout.deps.clone()]);
-                    if shorten && deps <= 64 {
-                        parts.short = u64::MAX.checked_shr(64 - deps as u32).unwrap_or(0);
+                    if shorten && parts.deps <= 64 {
+                        parts.short = u64::MAX.checked_shr(64 - parts.deps as u32).unwrap_or(0);
                     }
                     taken.push(parts);
                 }
@@ -134,7 +132,7 @@ impl<'a> ChangeColumnsBuilder<'a> {
             return None;
         }
         let parts = &self.parts;
-        let mut numbers = Vec::with_capacity(parts.len() * NUMBERS.len());
+        let mut numbers = Vec::with_capacity(parts.len() * PER_CHUNK);
         numbers.extend(
             parts
                 .iter()
@@ -143,11 +141,7 @@ impl<'a> ChangeColumnsBuilder<'a> {
         numbers.extend(parts.iter().map(|part| part.layout.seq));
         numbers.extend(parts.iter().map(|part| part.layout.start_op));
         numbers.extend(parts.iter().map(|part| part.layout.time as u64));
-        numbers.extend(
-            parts
-                .iter()
-                .map(|part| dep_count(&part.chunk[part.layout.deps.clone()]) as u64),
-        );
+        numbers.extend(parts.iter().map(|part| part.deps as u64));
         numbers.extend(parts.iter().map(|part| part.short));
         let mut deps = Vec::new();
         let mut checksums = Vec::with_capacity(parts.len() * 4);
@@ -161,7 +155,7 @@ impl<'a> ChangeColumnsBuilder<'a> {
             }
             checksums.extend_from_slice(&part.chunk[4..8]);
         }
-        let mut pieces: Vec<&[u8]> = Vec::with_capacity(parts.len() * PARTS.len());
+        let mut pieces: Vec<&[u8]> = Vec::with_capacity(parts.len() * PER_CHUNK);
         pieces.extend(
             parts
                 .iter()
@@ -198,7 +192,7 @@ impl<'a> ChangeColumnsBuilder<'a> {
 
 /// Splits one change chunk into the parts the columns hold; `None` when it is
 /// not a change chunk this encoding can carry.
-fn take_apart<'a>(chunk: &'a [u8], value: &dyn Fn(&str) -> Option<Value>) -> Option<Parts<'a>> {
+fn take_apart<'a>(chunk: &'a [u8], value: Option<RowValue<'_>>) -> Option<Parts<'a>> {
     let layout = chunk::read_change(chunk)?;
     if layout.len != chunk.len() {
         return None;
@@ -218,10 +212,13 @@ fn take_apart<'a>(chunk: &'a [u8], value: &dyn Fn(&str) -> Option<Value>) -> Opt
         }
     }
     let raw_bytes = &chunk[raw_range];
-    let (rebuilt, raw) = strip_values(chunk, &layout, raw_bytes, value)
+    let (rebuilt, raw) = value
+        .and_then(|value| strip_values(chunk, &layout, raw_bytes, value))
         .unwrap_or_else(|| (Vec::new(), raw_bytes.to_vec()));
+    let deps = Reader::new(&chunk[layout.deps.clone()]).length()?;
     Some(Parts {
         layout,
+        deps,
         short: 0,
         chunk,
         message,
@@ -229,11 +226,6 @@ fn take_apart<'a>(chunk: &'a [u8], value: &dyn Fn(&str) -> Option<Value>) -> Opt
         rebuilt,
         raw,
     })
-}
-
-/// The number of dependencies in a dependency section.
-fn dep_count(section: &[u8]) -> usize {
-    Reader::new(section).length().unwrap_or(0)
 }
 
 /// Leaves out of `raw_bytes` every value that is the row's: the bitmap of the
@@ -244,16 +236,11 @@ fn strip_values<'a>(
     raw_bytes: &[u8],
     value: &dyn Fn(&str) -> Option<Value>,
 ) -> Option<(Vec<u8>, Vec<u8>)> {
-    if raw_bytes.is_empty()
-        || layout
-            .columns
-            .iter()
-            .any(|(spec, _)| spec & spec::DEFLATE != 0)
-    {
+    if raw_bytes.is_empty() {
         return None;
     }
     // The chunk is the server's own, checked when it was stored.
-    let ops = chunk::read_value_ops(|spec| &chunk[layout.column(spec)], usize::MAX)?;
+    let ops = chunk::read_chunk_ops(chunk, layout, usize::MAX)?;
     if ops.raw_total()? != raw_bytes.len() {
         return None;
     }
@@ -270,7 +257,8 @@ fn strip_values<'a>(
         let original = &raw_bytes[at..at + len];
         at += len;
         scratch.clear();
-        let same = ops.keys[op]
+        let same = ops
+            .put_key(op)
             .and_then(value)
             .is_some_and(|value| put_raw_value(&mut scratch, &value, ops.metas[op]))
             && scratch == original;
@@ -342,7 +330,7 @@ pub(crate) struct ChangeRows {
 
 impl ChangeRows {
     /// Decodes every column; `total` is the number of chunks the records claim.
-    pub(crate) fn decode(columns: &ChangeColumns, total: u64) -> Result<ChangeRows, ChangeError> {
+    pub(crate) fn decode(columns: ChangeColumns, total: u64) -> Result<ChangeRows, ChangeError> {
         if u64::from(columns.m) != total {
             return Err(ChangeError::Count {
                 expected: total,
@@ -351,7 +339,7 @@ impl ChangeRows {
         }
         let m = columns.m as usize;
         let failed = |column: &'static str| move |source| ChangeError::Column { column, source };
-        let six = m.checked_mul(6).ok_or(ChangeError::Count {
+        let six = m.checked_mul(PER_CHUNK).ok_or(ChangeError::Count {
             expected: total,
             found: columns.m,
         })?;
@@ -370,7 +358,7 @@ impl ChangeRows {
         let mut parts = compress::decode_blobs(six, &columns.parts).map_err(failed("parts"))?;
         let mut next_parts = || parts.drain(..m).collect::<Vec<_>>();
         Ok(ChangeRows {
-            actors: columns.actors.clone(),
+            actors: columns.actors,
             actor: next_numbers(),
             seq: next_numbers(),
             start_op: next_numbers(),
@@ -439,9 +427,19 @@ impl ChangeRows {
         Ok(Rebuilt::Done)
     }
 
-    /// Whether every chunk was put back.
-    pub(crate) fn finished(&self) -> bool {
-        self.next == self.actor.len() && self.deps_at == self.deps.len()
+    /// Refuses dependency bytes no chunk used. (Every chunk is used: the
+    /// records' counts add up to M, checked by `decode`.)
+    pub(crate) fn check_used(&self) -> Result<(), ChangeError> {
+        if self.deps_at == self.deps.len() {
+            return Ok(());
+        }
+        Err(ChangeError::Chunk {
+            chunk: self.next,
+            what: format!(
+                "{} dependency bytes that no chunk uses",
+                self.deps.len() - self.deps_at
+            ),
+        })
     }
 
     /// Chunk `index`'s dependencies as sent (32 bytes, or a 4-byte prefix),
@@ -621,7 +619,7 @@ fn rebuild_raw<'c>(
         return Ok(rest.to_vec());
     }
     // The bitmap has a bit per operation: it bounds what the columns may claim.
-    let ops = chunk::read_value_ops(column, rebuilt.len().saturating_mul(8))
+    let ops = chunk::read_ops(column, rebuilt.len().saturating_mul(8))
         .ok_or("malformed operation columns")?;
     let mut raw = Vec::with_capacity(raw_len);
     let mut at = 0;
@@ -631,7 +629,9 @@ fn rebuild_raw<'c>(
             continue;
         }
         if bit(rebuilt, op) {
-            let key = ops.keys[op].ok_or("a rebuilt value is not a put on a root field")?;
+            let key = ops
+                .put_key(op)
+                .ok_or("a rebuilt value is not a put on a root field")?;
             let value = value(key).ok_or_else(|| format!("no row value for field `{key}`"))?;
             if !put_raw_value(&mut raw, &value, ops.metas[op]) {
                 return Err(format!(
@@ -766,10 +766,10 @@ mod tests {
         let mut builder = ChangeColumnsBuilder::default();
         let counts: Vec<u64> = payloads
             .iter()
-            .map(|payload| builder.add(payload, value, shorten))
+            .map(|payload| builder.add(payload, Some(value), shorten))
             .collect();
         let columns = builder.finish(&compressor()).expect("chunks");
-        let mut rows = ChangeRows::decode(&columns, counts.iter().sum()).unwrap();
+        let mut rows = ChangeRows::decode(columns.clone(), counts.iter().sum()).unwrap();
         let rebuilt = counts
             .iter()
             .map(|count| {
@@ -780,7 +780,8 @@ mod tests {
                 }
             })
             .collect();
-        assert!(rows.finished());
+        assert_eq!(rows.next, rows.actor.len(), "every chunk put back");
+        rows.check_used().expect("every dependency byte used");
         (columns, rebuilt)
     }
 
@@ -854,20 +855,20 @@ mod tests {
     fn a_value_that_does_not_rebuild_the_chunk_is_refused_by_its_checksum() {
         let (insert, _) = changes();
         let mut builder = ChangeColumnsBuilder::default();
-        assert_eq!(builder.add(&insert, &row("milk"), false), 1);
+        assert_eq!(builder.add(&insert, Some(&row("milk")), false), 1);
         let columns = builder.finish(&compressor()).unwrap();
-        let mut rows = ChangeRows::decode(&columns, 1).unwrap();
+        let mut rows = ChangeRows::decode(columns.clone(), 1).unwrap();
         // The decoder's row says "silk": same length, other bytes.
         let error = rows
             .rebuild(1, &row("silk"), &mut Copy(Vec::new()), &mut Vec::new())
             .unwrap_err();
         assert!(error.to_string().contains("checksum"), "{error}");
-        let mut rows = ChangeRows::decode(&columns, 1).unwrap();
+        let mut rows = ChangeRows::decode(columns.clone(), 1).unwrap();
         let error = rows
             .rebuild(1, &row("oat"), &mut Copy(Vec::new()), &mut Vec::new())
             .unwrap_err();
         assert!(error.to_string().contains("does not fit"), "{error}");
-        assert!(ChangeRows::decode(&columns, 2).is_err());
+        assert!(ChangeRows::decode(columns, 2).is_err());
     }
 
     #[test]
@@ -876,9 +877,10 @@ mod tests {
         let document = Record::load(&insert).unwrap().save();
         let mut builder = ChangeColumnsBuilder::default();
         let value = row("milk");
-        assert_eq!(builder.add(&document, &value, true), 0);
-        assert_eq!(builder.add(&insert[..insert.len() - 1], &value, true), 0);
-        assert_eq!(builder.add(b"not automerge", &value, true), 0);
+        let value: Option<RowValue<'_>> = Some(&value);
+        assert_eq!(builder.add(&document, value, true), 0);
+        assert_eq!(builder.add(&insert[..insert.len() - 1], value, true), 0);
+        assert_eq!(builder.add(b"not automerge", value, true), 0);
         assert!(builder.finish(&compressor()).is_none());
     }
 }

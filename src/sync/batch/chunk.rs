@@ -278,16 +278,24 @@ fn read_str_column(bytes: &[u8], limit: usize) -> Option<Vec<Option<&str>>> {
     })
 }
 
-/// The operations of a change chunk, as far as its values need: per operation,
-/// the root-map key it writes a scalar to (`None` for anything else) and the
+/// The operations of a change chunk, as far as fields and values need: per
+/// operation, the root-map key it acts on, whether it puts a scalar, and its
 /// value's metadata (type code and length).
 #[derive(Debug)]
-pub(crate) struct ValueOps<'a> {
+pub(crate) struct Ops<'a> {
+    /// The root-map key; `None` for an operation on a nested object.
     pub(crate) keys: Vec<Option<&'a str>>,
+    /// Whether the operation is a put of a scalar (action `set`).
+    pub(crate) puts: Vec<bool>,
     pub(crate) metas: Vec<u64>,
 }
 
-impl ValueOps<'_> {
+impl Ops<'_> {
+    /// The root field operation `op` puts a scalar on, if it does.
+    pub(crate) fn put_key(&self, op: usize) -> Option<&str> {
+        self.keys[op].filter(|_| self.puts[op])
+    }
+
     /// The byte length of operation `op`'s raw value.
     pub(crate) fn raw_len(&self, op: usize) -> usize {
         usize::try_from(self.metas[op] >> 4).unwrap_or(usize::MAX)
@@ -299,14 +307,11 @@ impl ValueOps<'_> {
     }
 }
 
-/// Reads the columns a chunk's values depend on. `column` gives a column's
-/// data by spec (empty when absent: every entry null). `None` when a needed
-/// column is malformed or claims more than `max_ops` operations (run-length
-/// columns can claim millions in a few bytes).
-pub(crate) fn read_value_ops<'a>(
-    column: impl Fn(u32) -> &'a [u8],
-    max_ops: usize,
-) -> Option<ValueOps<'a>> {
+/// Reads the operation columns that say what a chunk writes where. `column`
+/// gives a column's data by spec (empty when absent: every entry null). `None`
+/// when a needed column is malformed or claims more than `max_ops` operations
+/// (run-length columns can claim millions in a few bytes).
+pub(crate) fn read_ops<'a>(column: impl Fn(u32) -> &'a [u8], max_ops: usize) -> Option<Ops<'a>> {
     let action = column(spec::ACTION);
     let actions = read_uint_column(action, max_ops)?;
     let count = actions.len();
@@ -318,18 +323,33 @@ pub(crate) fn read_value_ops<'a>(
         .map(|op| {
             let root = obj_actors.get(op).is_none_or(Option::is_none)
                 && obj_ctrs.get(op).is_none_or(Option::is_none);
-            let set = actions[op] == Some(ACTION_SET);
-            if root && set {
-                key_strs.get(op).copied().flatten()
-            } else {
-                None
-            }
+            key_strs.get(op).copied().flatten().filter(|_| root)
         })
+        .collect();
+    let puts = actions
+        .iter()
+        .map(|action| *action == Some(ACTION_SET))
         .collect();
     let metas = (0..count)
         .map(|op| metas.get(op).copied().flatten().unwrap_or(0))
         .collect();
-    Some(ValueOps { keys, metas })
+    Some(Ops { keys, puts, metas })
+}
+
+/// Reads a change chunk's operations, unless a column is DEFLATE-compressed.
+pub(crate) fn read_chunk_ops<'a>(
+    chunk: &'a [u8],
+    layout: &ChunkLayout,
+    max_ops: usize,
+) -> Option<Ops<'a>> {
+    if layout
+        .columns
+        .iter()
+        .any(|(spec, _)| spec & spec::DEFLATE != 0)
+    {
+        return None;
+    }
+    read_ops(|spec| &chunk[layout.column(spec)], max_ops)
 }
 
 /// Appends `value` as the raw bytes of a value with metadata `meta`; false when

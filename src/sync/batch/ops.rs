@@ -1,11 +1,9 @@
 //! Which fields a payload's change chunks write: the server sends only those of
-//! a record the client holds. Reading a record's changes costs ~5 µs; loading
-//! its document ~70 µs.
-
-use automerge::{Change, legacy};
+//! a record the client holds. Read from the chunks' operation columns without
+//! automerge, as the change columns read them.
 
 use crate::schema::FieldType;
-use crate::sync::batch::chunk::split_chunks;
+use crate::sync::batch::chunk::{read_change, read_chunk_ops, split_chunks};
 
 /// What a run of change chunks writes to a record's fields.
 #[derive(Debug)]
@@ -20,39 +18,26 @@ pub(super) struct OpsSummary {
 /// Reads a payload of concatenated change chunks; `None` when it is not one (a
 /// saved document, or bytes that are not automerge storage).
 pub(super) fn read_payload(payload: &[u8], fields: &[(String, FieldType)]) -> Option<OpsSummary> {
-    summarise(split_chunks(payload)?.into_iter(), fields)
-}
-
-/// Reads change chunks; `None` when one is not a change chunk.
-fn summarise<'a>(
-    chunks: impl Iterator<Item = &'a [u8]>,
-    fields: &[(String, FieldType)],
-) -> Option<OpsSummary> {
     let mut summary = OpsSummary {
         touched: vec![0_u8; fields.len().div_ceil(8).max(1)],
         opaque: false,
     };
-    for chunk in chunks {
-        let change = Change::from_bytes(chunk.to_vec()).ok()?;
-        for op in change.decode().operations {
-            summary.note(&op, fields);
+    for chunk in split_chunks(payload)? {
+        let layout = read_change(chunk).filter(|layout| layout.len == chunk.len())?;
+        // The chunk is the server's own, checked when it was stored.
+        let ops = read_chunk_ops(chunk, &layout, usize::MAX)?;
+        for key in ops.keys {
+            let Some(key) = key else {
+                summary.opaque = true;
+                continue;
+            };
+            match fields.iter().position(|(name, _)| name == key) {
+                Some(position) => summary.touched[position / 8] |= 1 << (position % 8),
+                None => summary.opaque |= key.starts_with('_'),
+            }
         }
     }
     Some(summary)
-}
-
-impl OpsSummary {
-    fn note(&mut self, op: &legacy::Op, fields: &[(String, FieldType)]) {
-        let (legacy::ObjectId::Root, legacy::Key::Map(key)) = (&op.obj, &op.key) else {
-            self.opaque = true;
-            return;
-        };
-        let Some(position) = fields.iter().position(|(name, _)| name == key.as_str()) else {
-            self.opaque |= key.starts_with('_');
-            return;
-        };
-        self.touched[position / 8] |= 1 << (position % 8);
-    }
 }
 
 #[cfg(test)]
