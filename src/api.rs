@@ -32,6 +32,7 @@ pub use state::AppState;
 
 use crate::config::Config;
 use crate::engine::Database;
+use crate::storage::Store;
 use crate::sync::SyncServer;
 
 /// A server could not start.
@@ -42,6 +43,8 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -50,15 +53,47 @@ pub enum StartError {
     },
 }
 
-/// Starts a server with a new in-memory database.
+/// Starts a server: on the data directory of `config.storage` when one is set
+/// (restoring what it holds), otherwise on a new in-memory database.
 ///
 /// # Errors
 ///
-/// [`StartError`] for a bad configuration or an address that cannot be bound.
+/// [`StartError`] for a bad configuration, a data directory that cannot be
+/// opened (damaged, in use), or an address that cannot be bound.
 pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
     config.validate()?;
-    let db = Database::new(config.engine.clone())?;
-    start_with(config, db).await
+    if config.storage.data_dir.is_none() {
+        let db = Database::new(config.engine.clone())?;
+        return start_with(config, db).await;
+    }
+    let options = crate::storage::StoreOptions::new(config.storage.clone());
+    start_durable(config, options).await
+}
+
+/// Starts a server on a data directory opened with `options` (tests pass a
+/// disk that injects faults).
+///
+/// # Errors
+///
+/// As [`start`].
+pub async fn start_durable(
+    config: Config,
+    options: crate::storage::StoreOptions,
+) -> Result<ServerHandle, StartError> {
+    config.validate()?;
+    let (engine, sync) = (config.engine.clone(), config.sync.clone());
+    let opened = tokio::task::spawn_blocking(move || Store::open(options, engine, sync))
+        .await
+        .map_err(|error| {
+            crate::storage::StorageError::Setup(format!(
+                "opening the data directory failed: {error}"
+            ))
+        })??;
+    let addr = config.server.listen;
+    let state = AppState::with_store(config, opened.sync, opened.store);
+    serve::start(state)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
 }
 
 /// Starts a server on an existing database (tables created, data loaded).

@@ -39,6 +39,21 @@ pub struct ServeArgs {
     /// The address to listen on (`server.listen`).
     #[arg(long)]
     listen: Option<String>,
+    /// Keep data in this directory (`storage.data_dir`): every acknowledged
+    /// write survives a crash. Without it, data lives in memory only.
+    #[arg(long, env = "MSDB_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+/// A data directory to inspect offline.
+#[derive(Args, Debug)]
+pub struct DataDirArgs {
+    /// The data directory (the server must not be running on it for `repair`).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -105,15 +120,22 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .iter()
         .map(|listen| format!("server.listen=\"{listen}\""))
         .collect();
-    let config = args.config.load(extra)?;
+    let mut config = args.config.load(extra)?;
+    if let Some(dir) = args.data_dir {
+        config.storage.data_dir = Some(dir);
+    }
+    let keeping = match &config.storage.data_dir {
+        Some(dir) => format!("data in {}, fsync {}", dir.display(), config.storage.fsync),
+        None => "in memory".to_owned(),
+    };
     runtime()?.block_on(async move {
         let development = config.auth.uses_development_secrets();
         let handle = api::start(config).await?;
         let url = handle.url();
-        info!(%url, "mobilesyncdb {} serving (in memory)", env!("CARGO_PKG_VERSION"));
+        info!(%url, "mobilesyncdb {} serving ({keeping})", env!("CARGO_PKG_VERSION"));
         if development {
             warn!("development credentials in use: set auth.admin_keys and auth.jwt_secret before exposing this server");
-            eprintln!("\n  MobileSyncDB on {url} (in memory)\n");
+            eprintln!("\n  MobileSyncDB on {url} ({keeping})\n");
             eprintln!("  admin key (development):  {DEV_ADMIN_KEY}");
             eprintln!("  a client token:           mobilesyncdb token --user alice --device phone-1");
             eprintln!("  try:                      curl {url}/health\n");
@@ -278,4 +300,80 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
         );
         Ok(())
     })
+}
+
+/// `mobilesyncdb check`: reads a data directory and reports every file;
+/// exits with an error when the server would refuse to start on it.
+pub fn check(args: DataDirArgs) -> anyhow::Result<()> {
+    let report = mobilesyncdb::storage::check(&args.data_dir)
+        .with_context(|| format!("cannot check {}", args.data_dir.display()))?;
+    print_report(&report, args.json)?;
+    if !report.healthy() {
+        bail!(
+            "{} problem(s): the server will not start on this directory; `mobilesyncdb repair --data-dir {}` cuts the data at the damage",
+            report.problems.len(),
+            args.data_dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// `mobilesyncdb repair`: cuts a damaged data directory at its first damage,
+/// moving what follows aside, and reports what it did.
+pub fn repair(args: DataDirArgs) -> anyhow::Result<()> {
+    let (report, actions) = mobilesyncdb::storage::repair(&args.data_dir)
+        .with_context(|| format!("cannot repair {}", args.data_dir.display()))?;
+    if actions.is_empty() {
+        println!("nothing to repair");
+    }
+    for action in &actions {
+        println!("{action}");
+    }
+    print_report(&report, args.json)?;
+    if !report.healthy() {
+        bail!("the directory still has problems after the repair");
+    }
+    Ok(())
+}
+
+fn print_report(report: &mobilesyncdb::storage::CheckReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    println!("data directory {}", report.dir.display());
+    for file in &report.files {
+        let damage = file.damage.as_ref().map_or(String::new(), |damage| {
+            format!(
+                "; damage at byte {} ({}), {} bytes after it{}",
+                damage.offset,
+                damage.problem,
+                damage.bytes_after,
+                damage.intact_after.map_or(String::new(), |at| format!(
+                    ", intact frames again from byte {at}"
+                ))
+            )
+        });
+        println!(
+            "  {:<8} {}  {} bytes, {} frames{}{}: {}",
+            file.kind,
+            file.path.display(),
+            file.bytes,
+            file.frames,
+            if file.unreadable > 0 {
+                format!(", {} unreadable", file.unreadable)
+            } else {
+                String::new()
+            },
+            damage,
+            file.verdict
+        );
+    }
+    for problem in &report.problems {
+        println!("problem: {problem}");
+    }
+    if report.healthy() {
+        println!("ok: the server starts on this directory");
+    }
+    Ok(())
 }

@@ -9,11 +9,13 @@ use serde::{Deserialize, Serialize};
 
 mod load;
 mod server;
+mod storage;
 
 pub use load::{ConfigSource, LoadError};
 pub use server::{
     AccessRule, AuthConfig, Config, DEV_ADMIN_KEY, DEV_JWT_SECRET, LimitsConfig, ServerConfig,
 };
+pub use storage::{FsyncPolicy, StorageConfig};
 
 /// How long the change log keeps entries. A client whose cursor is older than the
 /// log's horizon gets a compacted catch-up instead of the individual changes.

@@ -23,6 +23,7 @@ mod row;
 mod table;
 
 pub use changelog::CursorTooOld;
+pub(crate) use database::Restore;
 pub use database::{
     Database, EngineStats, ExportCursor, ExportPage, ExportedRecord, FullAccess, LoggedChange,
     ManualClock, MemoryStats, MergeOutcome, PatchOutcome, Payload, RowAccess, ScanRequest,

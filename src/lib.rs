@@ -12,6 +12,7 @@
 //! - [`compress`]: the column compression engine sync batches are encoded with.
 //! - [`client`]: the reference client: a local replica that syncs over any transport.
 //! - [`transfer`]: export and import of whole tables or the whole database, as files.
+//! - [`storage`]: durability: the data directory's journal and snapshots.
 
 pub mod api;
 pub mod client;
@@ -20,6 +21,7 @@ pub mod config;
 pub mod dataset;
 pub mod engine;
 pub mod schema;
+pub mod storage;
 pub mod sync;
 pub mod transfer;
 

@@ -45,6 +45,12 @@ enum Command {
     Export(cli::ExportArgs),
     /// Import an export file into a running server.
     Import(cli::ImportArgs),
+    /// Check a data directory offline: every file, where it is damaged, and
+    /// whether the server starts on it.
+    Check(cli::DataDirArgs),
+    /// Cut a damaged data directory at its first damage (what follows is moved
+    /// aside, never deleted) so the server starts on it again.
+    Repair(cli::DataDirArgs),
     /// Load the seeded demo data set into memory and print statistics.
     Demo {
         /// Size of the data set in JSON bytes: 100kb, 1mb, 10mb or 100mb.
@@ -91,6 +97,8 @@ fn main() -> anyhow::Result<()> {
         Command::Token(args) => cli::token(args),
         Command::Export(args) => cli::export(args),
         Command::Import(args) => cli::import(args),
+        Command::Check(args) => cli::check(args),
+        Command::Repair(args) => cli::repair(args),
         Command::Demo { size, seed } => demo(size, seed),
     }
 }

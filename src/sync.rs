@@ -20,9 +20,9 @@
 //! [`Database`]: crate::engine::Database
 
 mod batch;
-mod message;
+pub(crate) mod message;
 mod server;
-mod session;
+pub(crate) mod session;
 pub mod wire;
 
 pub use batch::{BatchError, decode_batch, decode_batch_with};

@@ -83,6 +83,12 @@ impl HybridClock {
         self.max_skew_ms
     }
 
+    /// Continues after `stamp` (a stamp this clock issued or observed before a
+    /// restart): every later stamp is greater, even if the wall clock went back.
+    pub fn resume_after(&mut self, stamp: Stamp) {
+        self.last = self.last.max(stamp);
+    }
+
     /// A new stamp for a local event at wall time `wall_ms`: greater than every
     /// stamp issued or observed before.
     pub fn tick(&mut self, wall_ms: u64) -> Stamp {

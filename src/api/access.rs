@@ -11,6 +11,9 @@ use crate::api::problem::Problem;
 use crate::config::AccessRule;
 use crate::engine::{Database, Filter, FullAccess, Row, RowAccess};
 
+/// The prefix of the durable settings holding access rules set through the API.
+const SETTING_PREFIX: &str = "access/";
+
 /// The rules of every table, changed at runtime by admins.
 #[derive(Debug, Default)]
 pub struct AccessRules {
@@ -39,11 +42,38 @@ impl AccessRules {
         self.read().get(table).cloned()
     }
 
-    pub fn set(&self, table: &str, rule: AccessRule) {
+    /// Rules from the configuration, overlaid with the rules set through the
+    /// API that `db` kept (those are later decisions, so they win).
+    pub fn restored(rules: BTreeMap<String, AccessRule>, db: &Database) -> AccessRules {
+        let mut rules = rules;
+        for (key, value) in db.settings(SETTING_PREFIX) {
+            let table = &key[SETTING_PREFIX.len()..];
+            match serde_json::from_str(&value) {
+                Ok(rule) => {
+                    rules.insert(table.to_owned(), rule);
+                }
+                Err(error) => {
+                    tracing::warn!(table, %error, "a kept access rule cannot be read; the configured one applies");
+                }
+            }
+        }
+        AccessRules::new(rules)
+    }
+
+    /// Sets a table's rule, kept with the data so it survives a restart.
+    ///
+    /// # Errors
+    ///
+    /// The engine's error when the data directory refuses writes; the rule is
+    /// then unchanged.
+    pub fn set(&self, db: &Database, table: &str, rule: AccessRule) -> Result<(), Problem> {
+        let value = serde_json::to_string(&rule).expect("access rules serialize");
+        db.put_setting(&format!("{SETTING_PREFIX}{table}"), Some(value))?;
         self.rules
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(table.to_owned(), rule);
+        Ok(())
     }
 
     pub fn all(&self) -> BTreeMap<String, AccessRule> {

@@ -151,7 +151,9 @@ fn write_status(error: &WriteError) -> StatusCode {
         WriteError::VersionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
         WriteError::AccessDenied { .. } => StatusCode::FORBIDDEN,
         WriteError::RecordTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        WriteError::MemoryLimit { .. } => StatusCode::INSUFFICIENT_STORAGE,
+        WriteError::MemoryLimit { .. } | WriteError::Storage { .. } => {
+            StatusCode::INSUFFICIENT_STORAGE
+        }
         _ => StatusCode::UNPROCESSABLE_ENTITY,
     }
 }

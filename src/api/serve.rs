@@ -95,6 +95,12 @@ impl ServerHandle {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.finished.await;
+        if let Some(store) = self.state.store().cloned() {
+            let closed = tokio::task::spawn_blocking(move || store.close()).await;
+            if let Ok(Err(error)) = closed {
+                tracing::error!(%error, "the journal could not be flushed at shutdown");
+            }
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use crate::api::metrics::Metrics;
 use crate::api::problem::Problem;
 use crate::config::Config;
 use crate::engine::Database;
+use crate::storage::Store;
 use crate::sync::SyncServer;
 
 /// The server's shared state. Cheap to clone.
@@ -27,10 +28,22 @@ struct Inner {
     limiter: RateLimiter,
     metrics: Metrics,
     started: Instant,
+    /// The data directory, when the server has one.
+    store: Option<Store>,
 }
 
 impl AppState {
+    /// State for a server on `sync`'s database, in memory.
     pub fn new(config: Config, sync: SyncServer) -> AppState {
+        AppState::build(config, sync, None)
+    }
+
+    /// State for a server on a data directory.
+    pub fn with_store(config: Config, sync: SyncServer, store: Store) -> AppState {
+        AppState::build(config, sync, Some(store))
+    }
+
+    fn build(config: Config, sync: SyncServer, store: Option<Store>) -> AppState {
         let limits = &config.limits;
         let limiter = RateLimiter::new(
             limits.requests_per_second,
@@ -40,14 +53,20 @@ impl AppState {
         AppState {
             inner: Arc::new(Inner {
                 auth: Authenticator::new(&config.auth),
-                access: AccessRules::new(config.access.clone()),
+                access: AccessRules::restored(config.access.clone(), sync.database()),
                 limiter,
                 metrics: Metrics::new(),
                 started: Instant::now(),
+                store,
                 sync,
                 config,
             }),
         }
+    }
+
+    /// The data directory, when the server has one.
+    pub fn store(&self) -> Option<&Store> {
+        self.inner.store.as_ref()
     }
 
     pub fn config(&self) -> &Config {

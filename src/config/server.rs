@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, EngineConfig, SyncConfig, at_least, duration_secs};
+use super::{ConfigError, EngineConfig, StorageConfig, SyncConfig, at_least, duration_secs};
 
 /// The development admin key of the embedded default. The server refuses it on
 /// any address but loopback.
@@ -24,6 +24,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub engine: EngineConfig,
     pub sync: SyncConfig,
+    pub storage: StorageConfig,
     /// Access rules by table name; a table without one is reachable by admin keys
     /// only.
     pub access: BTreeMap<String, AccessRule>,
@@ -183,6 +184,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.engine.validate()?;
         self.sync.validate()?;
+        self.storage.validate()?;
         at_least(
             "server.max_connections",
             self.server.max_connections as u64,

@@ -76,6 +76,18 @@ impl ChangeLog {
             .map_or(self.latest_seq, |first| first.seq - 1)
     }
 
+    /// Makes an empty log continue after `latest_seq` (a restart: the entries
+    /// before it are not kept).
+    pub(crate) fn resume_at(&mut self, latest_seq: u64) {
+        debug_assert!(self.entries.is_empty(), "only an empty log resumes");
+        self.latest_seq = latest_seq;
+    }
+
+    /// Every entry, oldest first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &LogEntry> {
+        self.entries.iter()
+    }
+
     /// Appends an entry; its seq must be [`ChangeLog::next_seq`].
     pub(crate) fn push(&mut self, entry: LogEntry) {
         debug_assert_eq!(entry.seq, self.next_seq(), "sequence numbers are dense");

@@ -8,7 +8,7 @@
 //! hold it across an `.await`; heavy work belongs on a blocking thread.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mobilesyncdb_crdt::{
@@ -25,12 +25,15 @@ use crate::engine::query::{self, Plan, Query, QueryResult};
 use crate::engine::row::Row;
 use crate::engine::table::{MAX_TABLES, Table};
 use crate::schema::{Fields, TableSchema};
+use crate::storage::Journal;
 
 mod export;
+mod persist;
 mod scan;
 mod state;
 
 pub use export::{ExportCursor, ExportPage, ExportedRecord};
+pub(crate) use persist::Restore;
 pub use scan::{
     FullAccess, Payload, RowAccess, ScanRequest, ScanResult, ScannedRecord, ScannedState,
     TableScope,
@@ -44,6 +47,7 @@ pub struct Writer<'a> {
     db: &'a Database,
     access: &'a dyn RowAccess,
     version: Option<u64>,
+    defer: bool,
 }
 
 impl Writer<'_> {
@@ -53,6 +57,15 @@ impl Writer<'_> {
     /// gave it). An HTTP `If-Match` maps here.
     pub fn if_version(mut self, version: Option<u64>) -> Self {
         self.version = version;
+        self
+    }
+
+    /// Returns from each write without waiting for it to be durable; the caller
+    /// then waits once for all of them with [`Database::acknowledge`] before it
+    /// tells anyone the writes are done. A push of many operations shares one
+    /// `fsync` this way.
+    pub fn deferred(mut self) -> Self {
+        self.defer = true;
         self
     }
 
@@ -74,7 +87,9 @@ impl Writer<'_> {
         fields: Fields,
         origin: &ClientId,
     ) -> Result<WriteOutcome, EngineError> {
-        Ok(self.db.write().insert(table, fields, origin, self.access)?)
+        self.db.commit(self.defer, |state| {
+            state.insert(table, fields, origin, self.access)
+        })
     }
 
     /// As [`Database::patch`].
@@ -89,10 +104,10 @@ impl Writer<'_> {
         edits: Vec<Edit>,
         origin: &ClientId,
     ) -> Result<WriteOutcome, EngineError> {
-        let outcome = self
-            .db
-            .write()
-            .patch(table, id, edits, None, origin, self.guard())?;
+        let guard = self.guard();
+        let outcome = self.db.commit(self.defer, |state| {
+            state.patch(table, id, edits, None, origin, guard)
+        })?;
         Ok(outcome.write)
     }
 
@@ -109,8 +124,10 @@ impl Writer<'_> {
         base: &[ChangeHash],
         origin: &ClientId,
     ) -> Result<PatchOutcome, EngineError> {
-        let mut state = self.db.write();
-        Ok(state.patch(table, id, edits, Some(base), origin, self.guard())?)
+        let guard = self.guard();
+        self.db.commit(self.defer, |state| {
+            state.patch(table, id, edits, Some(base), origin, guard)
+        })
     }
 
     /// As [`Database::delete`].
@@ -124,7 +141,9 @@ impl Writer<'_> {
         id: &str,
         origin: &ClientId,
     ) -> Result<WriteOutcome, EngineError> {
-        Ok(self.db.write().delete(table, id, origin, self.guard())?)
+        let guard = self.guard();
+        self.db
+            .commit(self.defer, |state| state.delete(table, id, origin, guard))
     }
 
     /// As [`Database::merge_changes`]; the record must be in reach before and after.
@@ -139,8 +158,9 @@ impl Writer<'_> {
         changes: Vec<Change>,
         origin: &ClientId,
     ) -> Result<MergeOutcome, EngineError> {
-        let mut state = self.db.write();
-        Ok(state.merge_changes(table, id, changes, origin, self.access)?)
+        self.db.commit(self.defer, |state| {
+            state.merge_changes(table, id, changes, origin, self.access)
+        })
     }
 }
 
@@ -276,6 +296,8 @@ pub struct EngineStats {
 #[derive(Clone, Debug)]
 pub struct Database {
     state: Arc<RwLock<State>>,
+    /// The journal writes wait on, once storage is attached.
+    journal: Arc<OnceLock<Journal>>,
 }
 
 impl Database {
@@ -310,9 +332,13 @@ impl Database {
             log: ChangeLog::default(),
             document_bytes: 0,
             refused_for_memory: 0,
+            settings: BTreeMap::new(),
+            journal: None,
+            pending_lsn: None,
         };
         Ok(Database {
             state: Arc::new(RwLock::new(state)),
+            journal: Arc::new(OnceLock::new()),
         })
     }
 
@@ -352,23 +378,23 @@ impl Database {
     ///
     /// [`SchemaError`] when the schema is invalid or the table exists.
     pub fn create_table(&self, schema: TableSchema) -> Result<(), EngineError> {
-        let mut state = self.write();
-        if state.table_ids.contains_key(&schema.name) {
-            return Err(SchemaError::TableExists { table: schema.name }.into());
-        }
-        if state.tables.len() >= MAX_TABLES {
-            return Err(SchemaError::TooManyTables { limit: MAX_TABLES }.into());
-        }
-        let id = u16::try_from(state.tables.len()).unwrap_or(u16::MAX);
-        let table = Table::new(schema, &state.registry)?;
-        info!(
-            table = table.name(),
-            fields = table.schema.fields.len(),
-            "table created"
-        );
-        state.table_ids.insert(table.name().to_owned(), id);
-        state.tables.push(table);
-        Ok(())
+        self.commit(false, |state| {
+            if state.table_ids.contains_key(&schema.name) {
+                return Err(SchemaError::TableExists { table: schema.name });
+            }
+            if state.tables.len() >= MAX_TABLES {
+                return Err(SchemaError::TooManyTables { limit: MAX_TABLES });
+            }
+            let table = Table::new(schema, &state.registry)?;
+            info!(
+                table = table.name(),
+                fields = table.schema.fields.len(),
+                "table created"
+            );
+            state.journal_table(&table.schema);
+            state.add_table(table);
+            Ok(())
+        })
     }
 
     /// The schema of `table`, if it exists.
@@ -493,6 +519,7 @@ impl Database {
             db: self,
             access,
             version: None,
+            defer: false,
         }
     }
 

@@ -144,6 +144,10 @@ pub enum WriteError {
         limit: usize,
         needed: usize,
     },
+    /// The data directory does not take writes (a full disk, a failed `fsync`).
+    /// Reads go on; writes resume by themselves once the disk takes them again.
+    #[error("{reason}")]
+    Storage { reason: String },
     #[error("table `{table}`, record `{record}`: {source}")]
     ClockSkew {
         table: String,
@@ -213,6 +217,7 @@ impl WriteError {
             WriteError::RecordTooLarge { .. } => "record_too_large",
             WriteError::MemoryLimit { .. } => "memory_limit",
             WriteError::ClockSkew { .. } => "clock_skew",
+            WriteError::Storage { .. } => "storage_unavailable",
             WriteError::Record { source, .. } => match source {
                 RecordError::MissingDependencies { .. } => "missing_dependencies",
                 RecordError::UnknownHeads { .. } => "unknown_base",

@@ -120,6 +120,17 @@ impl Row {
             .collect()
     }
 
+    /// The encoded bytes, as storage keeps them.
+    pub(crate) fn encoded(&self) -> &[u8] {
+        &self.encoded
+    }
+
+    /// A row from bytes [`Row::encoded`] gave (checked by the storage frame's
+    /// checksum; a malformed row reads as nulls, never panics).
+    pub(crate) fn from_encoded(encoded: Box<[u8]>) -> Row {
+        Row { encoded }
+    }
+
     /// Heap bytes owned by the row, for memory accounting.
     pub fn heap_bytes(&self) -> usize {
         self.encoded.len()

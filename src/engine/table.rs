@@ -160,6 +160,31 @@ impl Table {
         slot
     }
 
+    /// Every record slot, in slot order.
+    pub(crate) fn records(&self) -> &[StoredRecord] {
+        &self.records
+    }
+
+    /// Adds a record as a snapshot kept it, in the next slot.
+    pub(crate) fn restore_record(&mut self, record: StoredRecord, open_conflict: bool) -> u32 {
+        let slot = self.add_slot(&record.id);
+        let StoredRecord {
+            chunks,
+            first_seq,
+            row,
+            latest_seq,
+            deleted,
+            ..
+        } = record;
+        self.replace_chunks(slot, chunks);
+        self.records[slot as usize].first_seq = first_seq;
+        self.set_row(slot, row, deleted, open_conflict);
+        if latest_seq != 0 {
+            self.touch(slot, latest_seq);
+        }
+        slot
+    }
+
     /// Appends a storage chunk to a record, with no spare capacity: most records
     /// hold one or two chunks.
     pub(crate) fn push_chunk(&mut self, slot: u32, seq: u64, bytes: Chunk) {

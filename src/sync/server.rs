@@ -18,6 +18,8 @@ use crate::engine::{
     SystemClock, TableScope, WallClock,
 };
 use crate::schema::{Fields, TableSchema};
+use crate::storage::StorageError;
+use crate::storage::entry::Entry;
 use crate::sync::batch::{self, BatchBody};
 use crate::sync::message::{
     AckRequest, AckResult, ErrorBody, OpResult, OpStatus, PullRequest, PushOp, PushRequest,
@@ -187,7 +189,86 @@ impl SyncServer {
     /// Ends a device's session: its cursor and remembered operation ids are
     /// forgotten (the device keeps its own cursor). True when there was one.
     pub fn end_session(&self, device: &str) -> bool {
-        self.sessions_lock().end(device)
+        let (ended, lsn) = {
+            let mut sessions = self.sessions_lock();
+            let ended = sessions.end(device);
+            let lsn = self.inner.db.journal().filter(|_| ended).map(|journal| {
+                let entry = Entry::EndSession {
+                    device: device.into(),
+                };
+                journal.append(&entry.encode(), None)
+            });
+            (ended, lsn)
+        };
+        if let (Some(journal), Some(lsn)) = (self.inner.db.journal(), lsn)
+            && let Err(error) = journal.wait(lsn)
+        {
+            warn!(device, %error, "the end of a session was not logged; it comes back after a restart");
+        }
+        ended
+    }
+
+    /// Puts back a logged session (recovery).
+    pub(crate) fn restore_session(&self, info: SessionInfo) {
+        self.sessions_lock().restore(info);
+    }
+
+    /// Puts back a logged operation result (recovery).
+    pub(crate) fn restore_op(&self, device: &str, result: OpResult) {
+        self.sessions_lock().restore_op(device, result);
+    }
+
+    /// Forgets a session whose end was logged (recovery).
+    pub(crate) fn end_session_restored(&self, device: &str) {
+        self.sessions_lock().end(device);
+    }
+
+    /// Puts back a snapshot's sessions, least recently seen first.
+    pub(crate) fn restore_sessions(&self, sessions: Vec<(SessionInfo, Vec<OpResult>)>) {
+        let mut all = self.sessions_lock();
+        for (info, ops) in sessions {
+            let device = info.device.clone();
+            all.restore(info);
+            for op in ops {
+                all.restore_op(&device, op);
+            }
+        }
+    }
+
+    /// Drops sessions idle past the expiry (after a restart).
+    pub(crate) fn expire_sessions(&self) {
+        let now = self.inner.wall.now_ms();
+        self.sessions_lock().expire(now);
+    }
+
+    /// Puts every session into a snapshot (via `put`) and runs `cut` while the
+    /// sessions are locked, so no session update falls between the snapshot and
+    /// the journal position `cut` returns. Returns that position and the count.
+    ///
+    /// # Errors
+    ///
+    /// `cut`'s error.
+    pub(crate) fn snapshot_sessions(
+        &self,
+        put: &mut dyn FnMut(&Entry<'_>),
+        cut: impl FnOnce() -> Result<u64, StorageError>,
+    ) -> Result<(u64, u64), StorageError> {
+        let sessions = self.sessions_lock();
+        let exported = sessions.export();
+        let count = exported.len() as u64;
+        for batch in exported.chunks(1_024) {
+            put(&Entry::Sessions(batch.to_vec()));
+        }
+        let lsn = cut()?;
+        Ok((lsn, count))
+    }
+
+    /// Logs a session's state as a note: nobody waits for it, and losing the
+    /// last ones to a crash costs only freshness (the device holds its cursor).
+    fn note_session(&self, info: &SessionInfo) {
+        if let Some(journal) = self.inner.db.journal() {
+            journal.append_note(&Entry::Session(info.clone()).encode());
+        }
     }
 
     /// Answers one protocol message with full access to every row.
@@ -384,6 +465,11 @@ impl SyncServer {
                 limit,
             });
         }
+        if let Some(journal) = self.inner.db.journal() {
+            journal
+                .check_healthy()
+                .map_err(|error| SyncError::Engine(error.into()))?;
+        }
         let origin = ClientId::from(request.device.as_str());
         let mut results = Vec::with_capacity(request.ops.len());
         // Schemas of the tables patched so far: a push of many patches to one
@@ -401,6 +487,9 @@ impl SyncServer {
             }
             results.push(result);
         }
+        // One wait for every write of the push (and their remembered results):
+        // they share an fsync, and nothing is answered before it.
+        self.inner.db.acknowledge()?;
         debug!(device = %request.device, ops = results.len(), "push applied");
         Ok(PushResult {
             results,
@@ -441,6 +530,16 @@ impl SyncServer {
             warn!(device = %request.device, from = info.acked_cursor, to = request.cursor, "acknowledged cursor moved back: the device restored older data");
         }
         info.acked_cursor = request.cursor;
+        let lsn = self.inner.db.journal().map(|journal| {
+            let entry = Entry::Session(info.clone());
+            (journal, journal.append(&entry.encode(), None))
+        });
+        drop(sessions);
+        if let Some((journal, lsn)) = lsn {
+            journal
+                .wait(lsn)
+                .map_err(|error| SyncError::Engine(error.into()))?;
+        }
         Ok(AckResult {
             cursor: request.cursor,
         })
@@ -478,7 +577,7 @@ impl SyncServer {
         access: &dyn RowAccess,
         schemas: &mut BTreeMap<String, TableSchema>,
     ) -> Result<OpResult, (&'static str, String)> {
-        let db = self.inner.db.writer(access);
+        let db = self.inner.db.writer(access).deferred();
         let read = &self.inner.db;
         let engine = |error: EngineError| (error.code(), error.to_string());
         let mut result = OpResult {
@@ -574,6 +673,8 @@ impl SyncServer {
         let now = self.inner.wall.now_ms();
         let mut sessions = self.sessions_lock();
         let info = &mut sessions.touch(&request.device, now).info;
+        let created = info.pulls == 0 && info.pushes == 0;
+        let before = (info.acked_cursor, info.schema_version, info.profile.clone());
         info.acked_cursor = base;
         info.pulls += 1;
         if request.schema_version.is_some() {
@@ -582,14 +683,23 @@ impl SyncServer {
         if request.profile.is_some() {
             info.profile.clone_from(&request.profile);
         }
+        // A pull that moves nothing but counters and the contact time is not
+        // logged: a no-change poll costs no journal bytes.
+        if created || before != (info.acked_cursor, info.schema_version, info.profile.clone()) {
+            self.note_session(info);
+        }
     }
 
     fn note_served(&self, device: &str, cursor: u64, checksum: u32) {
         let now = self.inner.wall.now_ms();
         let mut sessions = self.sessions_lock();
         let info = &mut sessions.touch(device, now).info;
+        let changed = (info.served_cursor, info.served_checksum) != (cursor, checksum);
         info.served_cursor = cursor;
         info.served_checksum = checksum;
+        if changed {
+            self.note_session(info);
+        }
     }
 
     fn remembered(&self, device: &str, op: &str) -> Option<OpResult> {
@@ -609,6 +719,14 @@ impl SyncServer {
         let session = sessions.touch(device, now);
         session.info.pushes += 1;
         session.remember(result);
+        if let Some(journal) = self.inner.db.journal() {
+            let op = Entry::Op {
+                device: device.into(),
+                result: result.clone(),
+            };
+            journal.append(&op.encode(), None);
+            journal.append_note(&Entry::Session(session.info.clone()).encode());
+        }
     }
 }
 

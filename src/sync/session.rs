@@ -25,7 +25,7 @@ pub(crate) struct SyncSession {
 }
 
 /// A session as operators see it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct SessionInfo {
     pub device: String,
     /// The cursor the device last said it stored.
@@ -124,6 +124,39 @@ impl Sessions {
 
     pub(crate) fn len(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Every session with its remembered operations, least recently seen
+    /// first (the order that rebuilds the same LRU), for a snapshot.
+    pub(crate) fn export(&self) -> Vec<(SessionInfo, Vec<OpResult>)> {
+        self.sessions
+            .iter()
+            .rev()
+            .map(|(_, session)| {
+                let ops = session.ops.iter().rev().map(|(_, op)| op.clone()).collect();
+                (session.info.clone(), ops)
+            })
+            .collect()
+    }
+
+    /// Puts back a session as it was logged (the newest contact last).
+    pub(crate) fn restore(&mut self, info: SessionInfo) {
+        if let Some(session) = self.sessions.get_mut(&info.device) {
+            session.info = info;
+            return;
+        }
+        let session = SyncSession {
+            info: info.clone(),
+            ops: LruCache::new(self.remembered_ops),
+        };
+        self.sessions.push(info.device, session);
+    }
+
+    /// Puts back a remembered operation result.
+    pub(crate) fn restore_op(&mut self, device: &str, result: OpResult) {
+        if let Some(session) = self.sessions.get_mut(device) {
+            session.remember(&result);
+        }
     }
 }
 

@@ -66,25 +66,34 @@ pub(crate) fn routes(
 /// The server is up.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct Health {
-    /// Always `ok` when the server answers.
+    /// `ok`, or `degraded` while the data directory refuses writes (reads
+    /// go on; writes resume by themselves).
     status: &'static str,
     version: &'static str,
     uptime_secs: u64,
     /// The latest sequence number: the cursor a client fully in sync holds.
     latest_seq: u64,
+    /// The data directory's state, when the server has one: fsync policy,
+    /// journal positions, the last snapshot, and why writes are refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    storage: Option<crate::storage::StorageStatus>,
 }
 
 /// Liveness and version. Needs no credential.
 #[utoipa::path(get, path = "/health", tag = "system",
     responses((status = 200, description = "The server is up", body = Health)))]
 pub(crate) async fn health(state: AppState) -> Result<Response, Problem> {
+    let storage = state.store().map(crate::storage::Store::status);
+    let healthy = storage.as_ref().is_none_or(|storage| storage.healthy);
     Ok(json(
         StatusCode::OK,
         &Health {
-            status: "ok",
+            status: if healthy { "ok" } else { "degraded" },
             version: env!("CARGO_PKG_VERSION"),
             uptime_secs: state.uptime().as_secs(),
             latest_seq: state.database().latest_seq(),
+            storage,
         },
     ))
 }
@@ -170,6 +179,19 @@ fn gauges(state: &AppState) -> Vec<Gauge> {
             state.uptime().as_secs_f64(),
         ),
     ];
+    let storage = state.store().map(crate::storage::Store::status);
+    if let Some(status) = &storage {
+        gauges.push(gauge(
+            "msdb_storage_healthy",
+            "1 while the data directory takes writes, 0 while it refuses them",
+            f64::from(u8::from(status.healthy)),
+        ));
+        gauges.push(gauge(
+            "msdb_journal_bytes_since_snapshot",
+            "Journal bytes a restart would replay",
+            status.journal.since_snapshot as f64,
+        ));
+    }
     let mut counter = |name, help, value: u64| {
         gauges.push(Gauge {
             name,
@@ -179,6 +201,23 @@ fn gauges(state: &AppState) -> Vec<Gauge> {
             value: value as f64,
         });
     };
+    if let Some(status) = storage {
+        counter(
+            "msdb_journal_synced_bytes_total",
+            "Journal bytes known durable (the journal position)",
+            status.journal.synced,
+        );
+        counter(
+            "msdb_journal_syncs_total",
+            "fsync calls that succeeded on the journal",
+            status.journal.syncs,
+        );
+        counter(
+            "msdb_journal_group_writes_total",
+            "Group writes of the journal (each covers every frame queued before it)",
+            status.journal.groups,
+        );
+    }
     counter(
         "msdb_writes_refused_for_memory_total",
         "Writes refused at the memory limit",

@@ -192,7 +192,7 @@ pub(crate) async fn put_table(
             }
         };
         if let Some(rule) = access {
-            state.access().set(&table, rule);
+            state.access().set(db, &table, rule)?;
         }
         let schema = db.schema(&table).ok_or_else(|| Problem::no_table(&table))?;
         Ok(json(status, &info(&state, schema)))
@@ -242,6 +242,9 @@ pub(crate) async fn put_access(
         .schema(&table)
         .ok_or_else(|| Problem::no_table(&table))?;
     check_owner_field(&schema, &rule)?;
-    state.access().set(&table, rule);
-    Ok(json(StatusCode::OK, &info(&state, schema)))
+    blocking(move || {
+        state.access().set(state.database(), &table, rule)?;
+        Ok(json(StatusCode::OK, &info(&state, schema)))
+    })
+    .await
 }

@@ -13,7 +13,7 @@ use warp::{Filter, Rejection};
 
 use crate::api::auth::Principal;
 use crate::api::problem::Problem;
-use crate::api::routes::{answer, caller, json, with_state};
+use crate::api::routes::{answer, blocking, caller, json, with_state};
 use crate::api::serve::StreamedBody;
 use crate::api::state::{AppState, require_admin};
 use crate::transfer::{ExportOptions, Exporter, Format, ImportLimits, Importer};
@@ -198,14 +198,20 @@ pub(crate) async fn import(
     let report = applying
         .await
         .map_err(|error| Problem::internal(format!("the import failed: {error}")))??;
-    for (table, rule) in &report.access {
-        match serde_json::from_value(rule.clone()) {
-            Ok(rule) => state.access().set(table, rule),
-            Err(error) => {
-                warn!(table, %error, "the file's access rule is not one this server knows")
+    let rules = report.access.clone();
+    let kept = state.clone();
+    blocking(move || {
+        for (table, rule) in &rules {
+            match serde_json::from_value(rule.clone()) {
+                Ok(rule) => kept.access().set(kept.database(), table, rule)?,
+                Err(error) => {
+                    warn!(table, %error, "the file's access rule is not one this server knows");
+                }
             }
         }
-    }
+        Ok(())
+    })
+    .await?;
     info!(
         records = report.records,
         changed = report.changed,

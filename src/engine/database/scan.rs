@@ -175,14 +175,18 @@ impl Database {
                 })
             })
             .collect::<Result<Vec<_>, ReadError>>()?;
+        // Only durable changes are served: a cursor never passes a change a
+        // crash could still lose, so sequence numbers are never reused under it.
+        let durable = self.durable_seq(state.log.latest_seq());
         let mut scan = Scanner {
             request,
             resolved: &resolved,
             records: Vec::new(),
             bytes: 0,
+            durable,
         };
         scan.fetch()?;
-        let (next_cursor, has_more) = scan.walk(state.log.latest_seq())?;
+        let (next_cursor, has_more) = scan.walk()?;
         Ok(ScanResult {
             records: scan.records,
             next_cursor,
@@ -198,6 +202,8 @@ struct Scanner<'r, 't> {
     resolved: &'r [Resolved<'t>],
     records: Vec<ScannedRecord>,
     bytes: usize,
+    /// The latest sequence number that may be served.
+    durable: u64,
 }
 
 impl Scanner<'_, '_> {
@@ -208,6 +214,10 @@ impl Scanner<'_, '_> {
             };
             if let Some(slot) = resolved.table.slot_of(id) {
                 let stored = resolved.table.record(slot);
+                if stored.latest_seq > self.durable {
+                    // Asked again by the next pull, once its change is durable.
+                    continue;
+                }
                 let state = self.state_of(*scope, stored, true)?;
                 self.push(*scope, stored, state);
             }
@@ -217,7 +227,8 @@ impl Scanner<'_, '_> {
 
     /// Walks every scope's latest-change index together, in sequence order.
     /// Returns the next cursor and whether more records wait.
-    fn walk(&mut self, latest_seq: u64) -> Result<(u64, bool), ReadError> {
+    fn walk(&mut self) -> Result<(u64, bool), ReadError> {
+        let durable = self.durable;
         let cursor = self.request.cursor;
         let mut walkers: Vec<_> = self
             .resolved
@@ -232,8 +243,8 @@ impl Scanner<'_, '_> {
                 .enumerate()
                 .filter_map(|(scope, walker)| walker.peek().map(|(seq, _)| (*seq, scope)))
                 .min();
-            let Some((seq, scope)) = next else {
-                return Ok((latest_seq.max(cursor), false));
+            let Some((seq, scope)) = next.filter(|(seq, _)| *seq <= durable) else {
+                return Ok((durable.max(cursor), false));
             };
             if listed >= self.request.max_records || self.full() {
                 return Ok((last_seq, true));

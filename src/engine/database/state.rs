@@ -22,6 +22,7 @@ use crate::engine::query::Query;
 use crate::engine::row::Row;
 use crate::engine::table::{StoredChunk, StoredRecord, Table};
 use crate::schema::Fields;
+use crate::storage::Journal;
 
 #[derive(Debug)]
 pub(super) struct State {
@@ -37,6 +38,13 @@ pub(super) struct State {
     /// Saved bytes held by records or log entries, each chunk once.
     pub(super) document_bytes: usize,
     pub(super) refused_for_memory: u64,
+    /// Durable settings other layers keep with the data (access rules set
+    /// through the API, …), by key, as JSON.
+    pub(super) settings: BTreeMap<String, String>,
+    /// Where writes are logged, when storage is attached.
+    pub(super) journal: Option<Journal>,
+    /// The journal position the last write under this lock must wait for.
+    pub(super) pending_lsn: Option<u64>,
 }
 
 /// Per-slot bookkeeping beyond the row and chunk bytes.
@@ -478,6 +486,7 @@ impl State {
             None => self.tables[usize::from(table_id)].add_slot(id),
         };
         let mut seqs = Vec::with_capacity(update.logged.len());
+        let mut journaled = Vec::new();
         for (bytes, stamp) in update.logged {
             self.document_bytes += chunk_cost(&bytes);
             let seq = self.log.next_seq();
@@ -490,6 +499,9 @@ impl State {
                 change: bytes.clone(),
             };
             self.log.push(entry);
+            if self.journal.is_some() {
+                journaled.push((seq, stamp, Arc::clone(&bytes)));
+            }
             self.tables[usize::from(table_id)].push_chunk(slot, seq, bytes);
             seqs.push(seq);
         }
@@ -499,6 +511,7 @@ impl State {
         if let Some(seq) = seqs.last() {
             table.touch(slot, *seq);
         }
+        self.journal_write(table_id, slot, &journaled, origin);
         self.cache.put(table_id, slot, update.record);
         let now = self.clock.last();
         self.trim_log(now);

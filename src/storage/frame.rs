@@ -1,0 +1,165 @@
+//! Frames: the unit every storage file is made of.
+//!
+//! A frame is a 12-byte header and a body:
+//!
+//! ```text
+//! magic  u32 LE  0x4D53_4446 ("FDSM" on disk)
+//! length u32 LE  bytes of the body
+//! crc    u32 LE  CRC-32 (IEEE) of the length's 4 bytes and the body
+//! body   length bytes
+//! ```
+//!
+//! The magic lets a reader that meets damage look further for intact frames:
+//! intact frames after the damage mean the file was damaged in the middle, none
+//! mean its tail was torn by a crash. Checking the length together with the body
+//! means a flipped length byte is caught, not followed.
+
+use crc32fast::Hasher;
+
+/// Marks the start of every frame.
+pub const MAGIC: u32 = 0x4D53_4446;
+/// Header bytes before a frame's body.
+pub const HEADER_BYTES: usize = 12;
+/// The largest body a frame may have (a snapshot writes records in batches that
+/// stay far below it).
+pub const MAX_BODY_BYTES: usize = 256 << 20;
+
+/// Appends one frame holding `body` to `out`.
+pub fn put(body: &[u8], out: &mut Vec<u8>) {
+    let length = u32::try_from(body.len()).expect("a frame body fits in 32 bits");
+    out.reserve(HEADER_BYTES + body.len());
+    out.extend_from_slice(&MAGIC.to_le_bytes());
+    out.extend_from_slice(&length.to_le_bytes());
+    out.extend_from_slice(&checksum(&length.to_le_bytes(), body).to_le_bytes());
+    out.extend_from_slice(body);
+}
+
+fn checksum(length: &[u8], body: &[u8]) -> u32 {
+    let mut hasher = Hasher::new();
+    hasher.update(length);
+    hasher.update(body);
+    hasher.finalize()
+}
+
+/// Why the bytes at an offset are not a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Damage {
+    /// The file ends inside the frame.
+    Short,
+    /// The bytes do not start with the frame magic (zeros from a crash, or garbage).
+    NoMagic,
+    /// The length is beyond [`MAX_BODY_BYTES`].
+    BadLength,
+    /// The checksum does not match.
+    Checksum,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            Damage::Short => "the file ends inside a frame",
+            Damage::NoMagic => "no frame starts here",
+            Damage::BadLength => "a frame length beyond the limit",
+            Damage::Checksum => "a frame checksum mismatch",
+        })
+    }
+}
+
+/// Reads the frame at `offset` of `bytes`: its body and the offset after it.
+///
+/// # Errors
+///
+/// [`Damage`] when the bytes there are not an intact frame.
+pub fn read(bytes: &[u8], offset: usize) -> Result<(&[u8], usize), Damage> {
+    let header = bytes
+        .get(offset..offset + HEADER_BYTES)
+        .ok_or(Damage::Short)?;
+    let word = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4 bytes"));
+    if word(0) != MAGIC {
+        return Err(Damage::NoMagic);
+    }
+    let length = word(4) as usize;
+    if length > MAX_BODY_BYTES {
+        return Err(Damage::BadLength);
+    }
+    let start = offset + HEADER_BYTES;
+    let body = bytes.get(start..start + length).ok_or(Damage::Short)?;
+    if checksum(&header[4..8], body) != word(8) {
+        return Err(Damage::Checksum);
+    }
+    Ok((body, start + length))
+}
+
+/// The offset of the first intact frame at or after `from`, if any: what tells
+/// damage in the middle of a file from a torn tail.
+pub fn next_intact(bytes: &[u8], from: usize) -> Option<usize> {
+    let magic = MAGIC.to_le_bytes();
+    let mut at = from;
+    while at + HEADER_BYTES <= bytes.len() {
+        let found = bytes[at..].windows(4).position(|window| window == magic)?;
+        let candidate = at + found;
+        if read(bytes, candidate).is_ok() {
+            return Some(candidate);
+        }
+        at = candidate + 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(bodies: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for body in bodies {
+            put(body, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn frames_read_back_in_order() {
+        let bytes = frames(&[b"one", b"", b"three"]);
+        let (body, next) = read(&bytes, 0).unwrap();
+        assert_eq!(body, b"one");
+        let (body, next) = read(&bytes, next).unwrap();
+        assert_eq!(body, b"");
+        let (body, next) = read(&bytes, next).unwrap();
+        assert_eq!(body, b"three");
+        assert_eq!(next, bytes.len());
+        assert_eq!(read(&bytes, next), Err(Damage::Short));
+    }
+
+    #[test]
+    fn every_flipped_bit_is_caught() {
+        let bytes = frames(&[b"a body of some length"]);
+        for index in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut damaged = bytes.clone();
+                damaged[index] ^= 1 << bit;
+                assert!(read(&damaged, 0).is_err(), "byte {index} bit {bit}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_cut_frame_is_short_and_zeros_are_no_frame() {
+        let bytes = frames(&[b"0123456789"]);
+        for cut in 0..bytes.len() {
+            assert_eq!(read(&bytes[..cut], 0), Err(Damage::Short), "cut at {cut}");
+        }
+        assert_eq!(read(&[0; 64], 0), Err(Damage::NoMagic));
+    }
+
+    #[test]
+    fn the_next_intact_frame_is_found_past_damage() {
+        let mut bytes = frames(&[b"first", b"second", b"third"]);
+        let second = HEADER_BYTES + 5;
+        bytes[second + HEADER_BYTES] ^= 0xFF;
+        assert_eq!(read(&bytes, second), Err(Damage::Checksum));
+        let third = second + HEADER_BYTES + 6;
+        assert_eq!(next_intact(&bytes, second), Some(third));
+        assert_eq!(next_intact(&bytes, third + 1), None);
+    }
+}
