@@ -466,8 +466,9 @@ fn survive(name: &str, fail: impl Fn(&Faults), heal: impl Fn(&Faults)) {
     storage_refusal(error);
     assert!(db.get(TABLE, "r0").unwrap().is_some());
     assert!(!opened.store.status().healthy);
-    // A pull serves only durable changes: its cursor stops before the write
-    // whose journal frame failed.
+    // A pull serves only durable changes: the write whose journal frame failed
+    // is not served, and the cursor does not pass it (nor any earlier change of
+    // its record).
     let client = Client::new(
         client_config("reader", TABLE, Arc::new(SystemClock)),
         InProcess::new(opened.sync.clone()),
@@ -478,8 +479,12 @@ fn survive(name: &str, fail: impl Fn(&Faults), heal: impl Fn(&Faults)) {
         .build()
         .unwrap();
     let report = runtime.block_on(client.pull_all()).unwrap();
-    assert_eq!(report.cursor, durable);
+    assert!(report.cursor <= durable, "{report:?}");
     assert!(client.get(TABLE, "lost").is_none());
+    assert!(
+        client.get(TABLE, "r4").is_some(),
+        "durable changes are served"
+    );
 
     heal(&faults);
     wait_until(|| opened.store.status().healthy);
@@ -658,5 +663,51 @@ async fn over_http_a_refused_write_is_507_and_writes_resume() {
             .get("notes", "n3")
             .unwrap()
             .is_some()
+    );
+}
+
+/// A record whose latest change is not durable may have an earlier, durable
+/// change the client lacks: the cursor must not pass that one either, or a
+/// crash that takes the latest change back leaves the client without both.
+#[test]
+fn a_cursor_never_passes_a_durable_change_of_a_record_with_a_lost_one() {
+    let dir = TempDir::new("skip");
+    let disk = FaultyDisk::new();
+    let opened = open_with(dir.path(), FsyncPolicy::Always, Some(&disk)).unwrap();
+    let db = opened.sync.database().clone();
+    insert_many(&db, 5);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = Client::new(
+        client_config("reader", TABLE, Arc::new(SystemClock)),
+        InProcess::new(opened.sync.clone()),
+    )
+    .unwrap();
+    runtime.block_on(client.pull_all()).unwrap();
+    let title = |value: &str| fields(&[("title", Value::str(value))]);
+    db.update(TABLE, "r2", title("durable"), &admin()).unwrap();
+    disk.faults().set_space_left(Some(0));
+    db.update(TABLE, "r2", title("lost"), &admin())
+        .expect_err("not durable");
+    let report = runtime.block_on(client.pull_all()).unwrap();
+    assert!(report.cursor <= 5, "{report:?}");
+    let replica = client.replica();
+    drop(client);
+    // The process dies before the disk recovers: the last change is gone.
+    drop(opened);
+    let reopened = open(dir.path());
+    assert_eq!(reopened.sync.database().latest_seq(), 6);
+    let client = Client::from_replica(
+        client_config("reader", TABLE, Arc::new(SystemClock)),
+        replica,
+        InProcess::new(reopened.sync.clone()),
+    )
+    .unwrap();
+    runtime.block_on(client.pull_all()).unwrap();
+    assert_eq!(
+        client.get(TABLE, "r2").unwrap().get("title"),
+        Some(&Value::str("durable"))
     );
 }

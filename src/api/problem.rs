@@ -186,7 +186,7 @@ impl From<TransferError> for Problem {
             "unknown_table" => StatusCode::NOT_FOUND,
             "schema_conflict" => StatusCode::CONFLICT,
             "too_large" | "record_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
-            "memory_limit" => StatusCode::INSUFFICIENT_STORAGE,
+            "memory_limit" | "storage_unavailable" => StatusCode::INSUFFICIENT_STORAGE,
             "clock_skew" => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::BAD_REQUEST,
         };

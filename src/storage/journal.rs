@@ -287,6 +287,34 @@ impl Journal {
         }
     }
 
+    /// Waits until everything appended so far is durable (synced, or handed
+    /// to the operating system under `never`), syncing now rather than at the
+    /// next interval: what a pull needs before it serves the latest changes.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::Unavailable`] when storage is failing.
+    pub fn make_durable(&self) -> Result<(), StorageError> {
+        let shared = &self.shared;
+        let mut inner = shared.lock();
+        let target = inner.appended;
+        loop {
+            if shared.durable(&inner) >= target {
+                return Ok(());
+            }
+            if let Some(failure) = &inner.stats.failure {
+                return Err(StorageError::Unavailable {
+                    reason: failure.clone(),
+                });
+            }
+            if inner.leader {
+                inner = shared.wake.wait(inner).unwrap_or_else(|p| p.into_inner());
+            } else {
+                inner = shared.lead(inner, shared.policy != FsyncPolicy::Never);
+            }
+        }
+    }
+
     /// Waits for everything appended so far; see [`Journal::wait`].
     ///
     /// # Errors

@@ -7,7 +7,7 @@ use mobilesyncdb_crdt::{Change, ClientId};
 use super::error::TransferError;
 use super::header::Header;
 use super::import::ImportReport;
-use crate::engine::Database;
+use crate::engine::{Database, FullAccess};
 use crate::schema::TableSchema;
 
 /// The writer every imported change is logged with.
@@ -113,9 +113,12 @@ fn merge_all(
 ) -> Result<(), TransferError> {
     let origin = ClientId::from(ORIGIN);
     let total = staged.len() as u64;
+    // The merges share journal syncs; the import is answered after one wait
+    // for all of them.
+    let writer = db.writer(&FullAccess).deferred();
     for (applied, record) in (0..).zip(staged) {
         let table = &header.tables[record.table].schema.name;
-        let outcome = db
+        let outcome = writer
             .merge_changes(table, &record.id, record.changes, &origin)
             .map_err(|source| TransferError::Interrupted {
                 table: table.clone(),
@@ -130,6 +133,11 @@ fn merge_all(
             report.changed += 1;
         }
     }
+    db.acknowledge()
+        .map_err(|source| TransferError::NotDurable {
+            applied: total,
+            source: Box::new(source),
+        })?;
     Ok(())
 }
 

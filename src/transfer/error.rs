@@ -194,6 +194,14 @@ pub enum TransferError {
         source: Box<EngineError>,
     },
     #[error(
+        "all {applied} records were merged, but the data directory did not confirm them durable: {source}; import the same file again once it takes writes (records already imported are skipped)"
+    )]
+    NotDurable {
+        applied: u64,
+        #[source]
+        source: Box<EngineError>,
+    },
+    #[error(
         "an earlier piece of this file was refused; start the import again from the first byte"
     )]
     Aborted,
@@ -208,7 +216,8 @@ impl TransferError {
             TransferError::UnknownTable { .. } => "unknown_table",
             TransferError::Export { source }
             | TransferError::Refused { source }
-            | TransferError::Interrupted { source, .. } => source.code(),
+            | TransferError::Interrupted { source, .. }
+            | TransferError::NotDurable { source, .. } => source.code(),
             TransferError::Frame {
                 source: WireError::Checksum { .. },
                 ..

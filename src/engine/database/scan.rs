@@ -177,7 +177,16 @@ impl Database {
             .collect::<Result<Vec<_>, ReadError>>()?;
         // Only durable changes are served: a cursor never passes a change a
         // crash could still lose, so sequence numbers are never reused under it.
-        let durable = self.durable_seq(state.log.latest_seq());
+        // With the read lock held no write can start, so once the journal has
+        // synced what it holds, every change is durable and none is skipped.
+        let latest = state.log.latest_seq();
+        if let Some(journal) = self.journal()
+            && journal.durable_seq() < latest
+            && let Err(error) = journal.make_durable()
+        {
+            tracing::debug!(%error, "pull served up to the durable changes only");
+        }
+        let durable = self.durable_seq(latest);
         let mut scan = Scanner {
             request,
             resolved: &resolved,
@@ -243,9 +252,15 @@ impl Scanner<'_, '_> {
                 .enumerate()
                 .filter_map(|(scope, walker)| walker.peek().map(|(seq, _)| (*seq, scope)))
                 .min();
-            let Some((seq, scope)) = next.filter(|(seq, _)| *seq <= durable) else {
+            let Some((seq, scope)) = next else {
                 return Ok((durable.max(cursor), false));
             };
+            if seq > durable {
+                // A record whose latest change is not durable (storage is
+                // failing) is skipped, but an earlier change of it may lie
+                // between the cursor and here: the cursor stays where it was.
+                return Ok((cursor, false));
+            }
             if listed >= self.request.max_records || self.full() {
                 return Ok((last_seq, true));
             }
