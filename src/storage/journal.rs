@@ -351,7 +351,13 @@ impl Journal {
     }
 
     pub fn stats(&self) -> JournalStats {
-        self.shared.lock().stats.clone()
+        let inner = self.shared.lock();
+        JournalStats {
+            appended: inner.appended,
+            written: inner.written,
+            synced: inner.synced,
+            ..inner.stats.clone()
+        }
     }
 
     pub fn policy(&self) -> FsyncPolicy {
@@ -508,9 +514,6 @@ impl Shared {
         if let Some(seq) = latest {
             self.durable_seq.store(seq, Ordering::Release);
         }
-        inner.stats.appended = inner.appended;
-        inner.stats.written = inner.written;
-        inner.stats.synced = inner.synced;
     }
 
     fn fail(&self, inner: &mut Inner, path: &Path, source: &std::io::Error) {

@@ -251,7 +251,7 @@ impl Store {
                         offset = damage.offset,
                         cut = damage.bytes_after,
                         problem = %damage.problem,
-                        "journal tail torn by a crash: cut (those writes were never acknowledged under fsync = always)"
+                        "journal tail torn by a crash: the interrupted write is cut"
                     );
                     report.torn_tail = Some(((*path).clone(), damage.offset, damage.bytes_after));
                 }
