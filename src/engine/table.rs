@@ -6,9 +6,9 @@
 //! life of the table and can be kept in indexes, the change log and the cache.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 
-use hashbrown::HashTable;
+use hashbrown::{DefaultHashBuilder, HashTable};
 use mobilesyncdb_crdt::{Edit, PolicyRegistry, PolicySet, Record, RecordError, Value};
 
 use crate::engine::changelog::Chunk;
@@ -77,8 +77,12 @@ pub(crate) struct Table {
     pub(crate) policies: PolicySet,
     records: Vec<StoredRecord>,
     ids: HashTable<u32>,
-    hasher: RandomState,
+    /// Seeded at random per table (foldhash): ids come from clients.
+    hasher: DefaultHashBuilder,
     indexes: Vec<Index>,
+    /// While a restore runs, rows change without touching the indexes, which
+    /// [`Table::reindex`] then builds at once.
+    deferred_indexes: bool,
     /// Latest change seq → slot: which records changed after a cursor, each once.
     by_seq: BTreeMap<u64, u32>,
     /// Slots with a manual conflict still open.
@@ -109,8 +113,9 @@ impl Table {
             policies,
             records: Vec::new(),
             ids: HashTable::new(),
-            hasher: RandomState::new(),
+            hasher: DefaultHashBuilder::default(),
             indexes,
+            deferred_indexes: false,
             by_seq: BTreeMap::new(),
             open_conflicts: BTreeSet::new(),
             live: 0,
@@ -158,6 +163,41 @@ impl Table {
             hasher.hash_one(&*records[*slot as usize].id)
         });
         slot
+    }
+
+    /// Makes row changes skip the indexes until [`Table::reindex`].
+    pub(crate) fn defer_indexes(&mut self) {
+        self.deferred_indexes = true;
+    }
+
+    /// Builds every index from the live rows at once, one index per thread.
+    pub(crate) fn reindex(&mut self) {
+        self.deferred_indexes = false;
+        let records = &self.records;
+        let specs: Vec<(usize, bool)> = self
+            .indexes
+            .iter()
+            .map(|index| (index.field_position(), index.is_unique()))
+            .collect();
+        let build = |(position, unique): (usize, bool)| {
+            let entries = records
+                .iter()
+                .enumerate()
+                .filter(|(_, record)| !record.deleted)
+                .map(|(slot, record)| (record.row.get(position), slot as u32))
+                .collect();
+            Index::from_entries(position, unique, entries)
+        };
+        self.indexes = std::thread::scope(|scope| {
+            let handles: Vec<_> = specs
+                .iter()
+                .map(|spec| scope.spawn(move || build(*spec)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| handle.join().expect("an index build does not panic"))
+                .collect()
+        });
     }
 
     /// Every record slot, in slot order.
@@ -266,7 +306,12 @@ impl Table {
         let old_row = std::mem::replace(&mut record.row, row);
         record.deleted = deleted;
         let new_row = &self.records[slot as usize].row;
-        for index in &mut self.indexes {
+        let indexes = if self.deferred_indexes {
+            &mut [][..]
+        } else {
+            &mut self.indexes[..]
+        };
+        for index in indexes {
             let position = index.field_position();
             let old_key = was_live.then(|| old_row.get(position));
             let new_key = (!deleted).then(|| new_row.get(position));

@@ -128,7 +128,7 @@ pub(crate) struct LogEntryEntry<'a> {
 pub(crate) struct Bytes<'a>(#[serde(borrow, with = "serde_bytes")] pub(crate) Cow<'a, [u8]>);
 
 /// What a snapshot starts with.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct SnapshotStart {
     pub(crate) format: u32,
     pub(crate) latest_seq: u64,

@@ -400,38 +400,42 @@ impl Store {
         let inner = &*self.inner;
         let mut last = inner.snapshots.lock().unwrap_or_else(|p| p.into_inner());
         let started = Instant::now();
-        let mut bytes = Vec::new();
-        let mut put = |entry: &Entry<'_>| frame::put(&entry.encode(), &mut bytes);
-        let end = inner
+        let (copy, (lsn, sessions)) = inner
             .sync
             .database()
-            .snapshot(inner.wall.now_ms(), &mut put, |put| {
-                inner.sync.snapshot_sessions(put, || inner.journal.rotate())
+            .snapshot_copy(inner.wall.now_ms(), || {
+                inner.sync.snapshot_sessions(|| inner.journal.rotate())
             })?;
         let pause_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        frame::put(
-            &Entry::SnapshotEnd(SnapshotEnd { ..end }).encode(),
-            &mut bytes,
-        );
-        let path = inner.dir.join(snapshot_name(end.lsn));
+        let path = inner.dir.join(snapshot_name(lsn));
         let temporary = path.with_extension("tmp");
+        let mut file = SnapshotFile::create(inner.disk.as_ref(), &temporary)?;
+        let counts = copy.write(&mut |entry| file.put(entry))?;
+        drop(copy);
+        for batch in sessions.chunks(1_024) {
+            file.put(&Entry::Sessions(batch.to_vec()))?;
+        }
+        file.put(&Entry::SnapshotEnd(SnapshotEnd {
+            lsn,
+            tables: counts.tables,
+            records: counts.records,
+            log_entries: counts.log_entries,
+            sessions: sessions.len() as u64,
+        }))?;
+        let bytes = file.finish()?;
         let disk = inner.disk.as_ref();
-        let io = |source| StorageError::io(&temporary, source);
-        let file = disk.create(&temporary).map_err(io)?;
-        file.write_at(&bytes, 0)
-            .and_then(|()| file.sync())
-            .map_err(io)?;
-        disk.rename(&temporary, &path).map_err(io)?;
+        disk.rename(&temporary, &path)
+            .map_err(|source| StorageError::io(&temporary, source))?;
         disk.sync_dir(&inner.dir)
             .map_err(|source| StorageError::io(&inner.dir, source))?;
-        self.compact(end.lsn);
+        self.compact(lsn);
         let info = SnapshotInfo {
             path,
-            lsn: end.lsn,
-            bytes: bytes.len() as u64,
-            records: end.records,
-            log_entries: end.log_entries,
-            sessions: end.sessions,
+            lsn,
+            bytes,
+            records: counts.records,
+            log_entries: counts.log_entries,
+            sessions: sessions.len() as u64,
             pause_ms,
             elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         };
@@ -470,6 +474,58 @@ impl Store {
     /// written is lost with the process, and none of it was acknowledged.
     pub fn close(&self) -> Result<(), StorageError> {
         self.inner.journal.flush()
+    }
+}
+
+/// A snapshot being written: frames are encoded into a buffer written out
+/// every few MiB, so a snapshot never sits whole in memory.
+struct SnapshotFile {
+    file: Arc<dyn super::LogFile>,
+    path: PathBuf,
+    buffer: Vec<u8>,
+    offset: u64,
+}
+
+/// Bytes gathered before a snapshot's buffer is written out.
+const SNAPSHOT_BUFFER_BYTES: usize = 4 << 20;
+
+impl SnapshotFile {
+    fn create(disk: &dyn Disk, path: &Path) -> Result<SnapshotFile, StorageError> {
+        let file = disk
+            .create(path)
+            .map_err(|source| StorageError::io(path, source))?;
+        Ok(SnapshotFile {
+            file,
+            path: path.to_owned(),
+            buffer: Vec::with_capacity(SNAPSHOT_BUFFER_BYTES + (1 << 20)),
+            offset: 0,
+        })
+    }
+
+    fn put(&mut self, entry: &Entry<'_>) -> Result<(), StorageError> {
+        frame::put(&entry.encode(), &mut self.buffer);
+        if self.buffer.len() >= SNAPSHOT_BUFFER_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StorageError> {
+        self.file
+            .write_at(&self.buffer, self.offset)
+            .map_err(|source| StorageError::io(&self.path, source))?;
+        self.offset += self.buffer.len() as u64;
+        self.buffer.clear();
+        Ok(())
+    }
+
+    /// Writes what is left and syncs; returns the file's length.
+    fn finish(mut self) -> Result<u64, StorageError> {
+        self.flush()?;
+        self.file
+            .sync()
+            .map_err(|source| StorageError::io(&self.path, source))?;
+        Ok(self.offset)
     }
 }
 

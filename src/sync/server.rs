@@ -241,26 +241,21 @@ impl SyncServer {
         self.sessions_lock().expire(now);
     }
 
-    /// Puts every session into a snapshot (via `put`) and runs `cut` while the
-    /// sessions are locked, so no session update falls between the snapshot and
-    /// the journal position `cut` returns. Returns that position and the count.
+    /// Every session with its remembered operations (least recently seen
+    /// first), copied while `cut` runs under the sessions' lock, so no session
+    /// update falls between the copy and the journal position `cut` gives.
     ///
     /// # Errors
     ///
     /// `cut`'s error.
     pub(crate) fn snapshot_sessions(
         &self,
-        put: &mut dyn FnMut(&Entry<'_>),
         cut: impl FnOnce() -> Result<u64, StorageError>,
-    ) -> Result<(u64, u64), StorageError> {
+    ) -> Result<(u64, Vec<(SessionInfo, Vec<OpResult>)>), StorageError> {
         let sessions = self.sessions_lock();
         let exported = sessions.export();
-        let count = exported.len() as u64;
-        for batch in exported.chunks(1_024) {
-            put(&Entry::Sessions(batch.to_vec()));
-        }
         let lsn = cut()?;
-        Ok((lsn, count))
+        Ok((lsn, exported))
     }
 
     /// Logs a session's state as a note: nobody waits for it, and losing the

@@ -19,8 +19,8 @@ use crate::engine::row::Row;
 use crate::engine::table::{StoredChunk, StoredRecord, Table};
 use crate::schema::TableSchema;
 use crate::storage::entry::{
-    Bytes, ChunkEntry, Entry, LogEntryEntry, RecordEntry, SNAPSHOT_FORMAT, SnapshotEnd,
-    SnapshotStart, WriteEntry,
+    Bytes, ChunkEntry, Entry, LogEntryEntry, RecordEntry, SNAPSHOT_FORMAT, SnapshotStart,
+    WriteEntry,
 };
 use crate::storage::{Journal, StorageError};
 
@@ -126,96 +126,196 @@ impl Database {
         }
     }
 
-    /// Encodes the whole engine as snapshot frames (via `put`) under the read
-    /// lock, then runs `cut` still under it (so no write slips between the
-    /// snapshot and the journal position `cut` returns).
+    /// Copies the engine's state for a snapshot under the read lock, then
+    /// runs `cut` still under it (so no write slips between the copy and the
+    /// journal position `cut` gives). Ids and rows are copied; change bytes are
+    /// shared, not copied. The copy is encoded after the lock is released, so
+    /// writers wait for the copy only.
     ///
     /// # Errors
     ///
     /// `cut`'s error.
-    pub(crate) fn snapshot(
+    pub(crate) fn snapshot_copy<T>(
         &self,
         created_ms: u64,
-        put: &mut dyn FnMut(&Entry<'_>),
-        cut: impl FnOnce(&mut dyn FnMut(&Entry<'_>)) -> Result<(u64, u64), StorageError>,
-    ) -> Result<SnapshotEnd, StorageError> {
+        cut: impl FnOnce() -> Result<T, StorageError>,
+    ) -> Result<(EngineCopy, T), StorageError> {
         let state = self.read();
         let clock = state.clock.last();
-        put(&Entry::SnapshotStart(SnapshotStart {
-            format: SNAPSHOT_FORMAT,
-            latest_seq: state.log.latest_seq(),
-            clock_ms: clock.physical_ms,
-            clock_logical: clock.logical,
-            created_ms,
-        }));
-        let settings: Vec<(String, String)> = state
-            .settings
+        let tables = state
+            .tables
             .iter()
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect();
-        put(&Entry::Settings(settings));
-        let mut records = 0;
-        for table in &state.tables {
-            let schema = serde_json::to_string(&table.schema).expect("schemas serialize");
-            put(&Entry::Table {
-                schema: Cow::Owned(schema),
-            });
-        }
-        for (table_id, table) in state.tables.iter().enumerate() {
-            let table_id = u16::try_from(table_id).unwrap_or(u16::MAX);
-            for (first, batch) in table.records().chunks(RECORDS_PER_FRAME).enumerate() {
-                let base = first * RECORDS_PER_FRAME;
-                let records_entry = batch
+            .map(|table| {
+                table
+                    .records()
                     .iter()
                     .enumerate()
-                    .map(|(index, record)| record_entry(table, (base + index) as u32, record))
+                    .map(|(slot, record)| RecordCopy {
+                        id: record.id.clone(),
+                        first_seq: record.first_seq,
+                        latest_seq: record.latest_seq,
+                        deleted: record.deleted,
+                        open_conflict: table.has_open_conflict(slot as u32),
+                        row: record.row.encoded().into(),
+                        chunks: record
+                            .chunks
+                            .iter()
+                            .map(|chunk| (chunk.seq, Arc::clone(&chunk.bytes)))
+                            .collect(),
+                    })
+                    .collect()
+            })
+            .collect();
+        let log = state
+            .log
+            .iter()
+            .map(|entry| LogCopy {
+                seq: entry.seq,
+                table: entry.table,
+                slot: entry.slot,
+                stamp: entry.stamp,
+                origin: entry.origin.clone(),
+                change: (!shared_with_record(&state.tables, entry))
+                    .then(|| Arc::clone(&entry.change)),
+            })
+            .collect();
+        let copy = EngineCopy {
+            start: SnapshotStart {
+                format: SNAPSHOT_FORMAT,
+                latest_seq: state.log.latest_seq(),
+                clock_ms: clock.physical_ms,
+                clock_logical: clock.logical,
+                created_ms,
+            },
+            settings: state
+                .settings
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect(),
+            schemas: state
+                .tables
+                .iter()
+                .map(|table| serde_json::to_string(&table.schema).expect("schemas serialize"))
+                .collect(),
+            tables,
+            log,
+        };
+        let cut = cut()?;
+        Ok((copy, cut))
+    }
+}
+
+/// The engine's state as a snapshot holds it, copied out from under the lock.
+#[derive(Debug)]
+pub(crate) struct EngineCopy {
+    start: SnapshotStart,
+    settings: Vec<(String, String)>,
+    schemas: Vec<String>,
+    tables: Vec<Vec<RecordCopy>>,
+    log: Vec<LogCopy>,
+}
+
+#[derive(Debug)]
+struct RecordCopy {
+    id: Box<str>,
+    first_seq: u64,
+    latest_seq: u64,
+    deleted: bool,
+    open_conflict: bool,
+    row: Box<[u8]>,
+    chunks: Vec<(u64, Chunk)>,
+}
+
+#[derive(Debug)]
+struct LogCopy {
+    seq: u64,
+    table: u16,
+    slot: u32,
+    stamp: Stamp,
+    origin: ClientId,
+    /// `None` when the bytes are the record's chunk of the same sequence number.
+    change: Option<Chunk>,
+}
+
+/// What a snapshot of the engine held.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct CopyCounts {
+    pub(crate) tables: u64,
+    pub(crate) records: u64,
+    pub(crate) log_entries: u64,
+}
+
+impl EngineCopy {
+    /// Encodes the copy as snapshot frames, in the order a restore reads them.
+    ///
+    /// # Errors
+    ///
+    /// `put`'s error.
+    pub(crate) fn write(
+        &self,
+        put: &mut dyn FnMut(&Entry<'_>) -> Result<(), StorageError>,
+    ) -> Result<CopyCounts, StorageError> {
+        put(&Entry::SnapshotStart(self.start.clone()))?;
+        put(&Entry::Settings(self.settings.clone()))?;
+        for schema in &self.schemas {
+            put(&Entry::Table {
+                schema: Cow::Borrowed(schema),
+            })?;
+        }
+        let mut counts = CopyCounts {
+            tables: self.tables.len() as u64,
+            ..CopyCounts::default()
+        };
+        for (table_id, records) in self.tables.iter().enumerate() {
+            let table = u16::try_from(table_id).unwrap_or(u16::MAX);
+            for batch in records.chunks(RECORDS_PER_FRAME) {
+                let records = batch
+                    .iter()
+                    .map(|record| RecordEntry {
+                        id: Cow::Borrowed(&record.id),
+                        first_seq: record.first_seq,
+                        latest_seq: record.latest_seq,
+                        deleted: record.deleted,
+                        open_conflict: record.open_conflict,
+                        row: Cow::Borrowed(&record.row),
+                        chunks: record
+                            .chunks
+                            .iter()
+                            .map(|(seq, bytes)| (*seq, Bytes(Cow::Borrowed(bytes))))
+                            .collect(),
+                    })
                     .collect();
-                records += batch.len() as u64;
-                put(&Entry::Records {
-                    table: table_id,
-                    records: records_entry,
-                });
+                counts.records += batch.len() as u64;
+                put(&Entry::Records { table, records })?;
             }
         }
-        let mut log_entries = 0;
-        let entries: Vec<&LogEntry> = state.log.iter().collect();
-        for batch in entries.chunks(RECORDS_PER_FRAME) {
+        for batch in self.log.chunks(RECORDS_PER_FRAME) {
             let batch = batch
                 .iter()
-                .map(|entry| log_entry_entry(&state.tables, entry))
+                .map(|entry| LogEntryEntry {
+                    seq: entry.seq,
+                    table: entry.table,
+                    slot: entry.slot,
+                    ms: entry.stamp.physical_ms,
+                    logical: entry.stamp.logical,
+                    origin: Cow::Borrowed(entry.origin.as_str()),
+                    bytes: entry
+                        .change
+                        .as_ref()
+                        .map(|bytes| Bytes(Cow::Borrowed(bytes))),
+                })
                 .collect();
-            put(&Entry::LogEntries(batch));
+            put(&Entry::LogEntries(batch))?;
         }
-        log_entries += entries.len() as u64;
-        let (lsn, sessions) = cut(put)?;
-        Ok(SnapshotEnd {
-            lsn,
-            tables: state.tables.len() as u64,
-            records,
-            log_entries,
-            sessions,
-        })
+        counts.log_entries = self.log.len() as u64;
+        Ok(counts)
     }
 }
 
-fn record_entry<'a>(table: &Table, slot: u32, record: &'a StoredRecord) -> RecordEntry<'a> {
-    RecordEntry {
-        id: Cow::Borrowed(&record.id),
-        first_seq: record.first_seq,
-        latest_seq: record.latest_seq,
-        deleted: record.deleted,
-        open_conflict: table.has_open_conflict(slot),
-        row: Cow::Borrowed(record.row.encoded()),
-        chunks: record
-            .chunks
-            .iter()
-            .map(|chunk| (chunk.seq, Bytes(Cow::Borrowed(&chunk.bytes))))
-            .collect(),
-    }
-}
-
-fn log_entry_entry<'a>(tables: &'a [Table], entry: &'a LogEntry) -> LogEntryEntry<'a> {
-    let shared = tables
+/// Whether a log entry's bytes are its record's chunk of the same sequence
+/// number (written once in a snapshot, shared again on load).
+fn shared_with_record(tables: &[Table], entry: &LogEntry) -> bool {
+    tables
         .get(usize::from(entry.table))
         .and_then(|table| table.records().get(entry.slot as usize))
         .is_some_and(|record| {
@@ -223,16 +323,7 @@ fn log_entry_entry<'a>(tables: &'a [Table], entry: &'a LogEntry) -> LogEntryEntr
                 .chunks
                 .iter()
                 .any(|chunk| chunk.seq == entry.seq && Arc::ptr_eq(&chunk.bytes, &entry.change))
-        });
-    LogEntryEntry {
-        seq: entry.seq,
-        table: entry.table,
-        slot: entry.slot,
-        ms: entry.stamp.physical_ms,
-        logical: entry.stamp.logical,
-        origin: Cow::Borrowed(entry.origin.as_str()),
-        bytes: (!shared).then(|| Bytes(Cow::Borrowed(&entry.change))),
-    }
+        })
 }
 
 fn storage_error(error: StorageError) -> EngineError {
@@ -342,7 +433,9 @@ impl Restore<'_> {
         if self.state.table_ids.contains_key(&schema.name) {
             return Err(format!("table `{}` is created twice", schema.name));
         }
-        let table = Table::new(schema, &self.state.registry).map_err(|error| error.to_string())?;
+        let mut table =
+            Table::new(schema, &self.state.registry).map_err(|error| error.to_string())?;
+        table.defer_indexes();
         self.state.add_table(table);
         Ok(())
     }
@@ -516,6 +609,9 @@ impl Restore<'_> {
     pub(crate) fn finish(mut self) {
         let stamp = self.latest_stamp;
         let state = &mut *self.state;
+        for table in &mut state.tables {
+            table.reindex();
+        }
         state.clock.resume_after(stamp);
         let now = state.clock.last();
         state.trim_log(now);
