@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use crate::sync::message::OpResult;
-use crate::sync::session::SessionInfo;
+use crate::sync::session::{SavedSession, SessionInfo};
 
 /// One frame's content.
 #[derive(Debug, Serialize, Deserialize)]
@@ -57,7 +57,7 @@ pub(crate) enum Entry<'a> {
     LogEntries(#[serde(borrow)] Vec<LogEntryEntry<'a>>),
     /// Snapshot: sessions, least recently seen first, each with its remembered
     /// operation results, oldest first.
-    Sessions(Vec<(SessionInfo, Vec<OpResult>)>),
+    Sessions(Vec<SavedSession>),
     /// Snapshot: the last frame; a snapshot without it is incomplete.
     SnapshotEnd(SnapshotEnd),
 }

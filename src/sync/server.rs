@@ -25,7 +25,7 @@ use crate::sync::message::{
     AckRequest, AckResult, ErrorBody, OpResult, OpStatus, PullRequest, PushOp, PushRequest,
     PushResult, WireFilter, WireScope,
 };
-use crate::sync::session::{SessionInfo, Sessions};
+use crate::sync::session::{SavedSession, SessionInfo, Sessions};
 use crate::sync::wire::{self, MessageKind, WireError};
 
 /// A request the server refuses as a whole.
@@ -224,7 +224,7 @@ impl SyncServer {
     }
 
     /// Puts back a snapshot's sessions, least recently seen first.
-    pub(crate) fn restore_sessions(&self, sessions: Vec<(SessionInfo, Vec<OpResult>)>) {
+    pub(crate) fn restore_sessions(&self, sessions: Vec<SavedSession>) {
         let mut all = self.sessions_lock();
         for (info, ops) in sessions {
             let device = info.device.clone();
@@ -251,7 +251,7 @@ impl SyncServer {
     pub(crate) fn snapshot_sessions(
         &self,
         cut: impl FnOnce() -> Result<u64, StorageError>,
-    ) -> Result<(u64, Vec<(SessionInfo, Vec<OpResult>)>), StorageError> {
+    ) -> Result<(u64, Vec<SavedSession>), StorageError> {
         let sessions = self.sessions_lock();
         let exported = sessions.export();
         let lsn = cut()?;

@@ -16,6 +16,10 @@ use tracing::{debug, info};
 
 use crate::sync::message::OpResult;
 
+/// A session as a snapshot keeps it: its state and its remembered operation
+/// results, oldest first.
+pub(crate) type SavedSession = (SessionInfo, Vec<OpResult>);
+
 /// What the server knows of one device.
 #[derive(Debug)]
 pub(crate) struct SyncSession {
@@ -128,7 +132,7 @@ impl Sessions {
 
     /// Every session with its remembered operations, least recently seen
     /// first (the order that rebuilds the same LRU), for a snapshot.
-    pub(crate) fn export(&self) -> Vec<(SessionInfo, Vec<OpResult>)> {
+    pub(crate) fn export(&self) -> Vec<SavedSession> {
         self.sessions
             .iter()
             .rev()
