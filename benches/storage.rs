@@ -59,7 +59,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use mobilesyncdb::config::{EngineConfig, FsyncPolicy, StorageConfig, SyncConfig};
 use mobilesyncdb::crdt::{ClientId, Value};
-use mobilesyncdb::dataset::{Dataset, DatasetSpec, Fields};
+use mobilesyncdb::dataset::{Dataset, DatasetSpec, Dice, Fields};
 use mobilesyncdb::engine::Database;
 use mobilesyncdb::schema::{FieldSpec, FieldType, TableSchema};
 use mobilesyncdb::storage::{JournalStats, Opened, Store, StoreOptions};
@@ -131,24 +131,15 @@ impl TextPool {
         pool
     }
 
-    fn pick<'a>(rng: &mut fastrand::Rng, items: &'a [String]) -> &'a str {
-        &items[rng.usize(..items.len())]
+    fn pick<'a>(rng: &mut Dice, items: &'a [String]) -> &'a str {
+        &items[rng.below(items.len())]
     }
 
     /// One record: a random version-4 UUID as its id, an owner and a title of
     /// the data set's todos, and message bodies joined and cut to 80–120 bytes.
-    fn record(&self, rng: &mut fastrand::Rng) -> Fields {
-        let high = (rng.u64(..) & !0xf000) | 0x4000;
-        let low = (rng.u64(..) & !(0xc << 60)) | (0x8 << 60);
-        let id = format!(
-            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-            high >> 32,
-            (high >> 16) & 0xffff,
-            high & 0xffff,
-            low >> 48,
-            low & 0xffff_ffff_ffff
-        );
-        let length = rng.usize(80..=120);
+    fn record(&self, rng: &mut Dice) -> Fields {
+        let id = rng.uuid();
+        let length = rng.int(80, 120) as usize;
         let mut body = String::with_capacity(length + 64);
         while body.len() < length {
             if !body.is_empty() {
@@ -172,10 +163,10 @@ impl TextPool {
             Value::Str(Self::pick(rng, &self.titles).into()),
         );
         fields.insert("body".into(), Value::Str(body.into()));
-        fields.insert("done".into(), Value::Bool(rng.f64() < 0.35));
+        fields.insert("done".into(), Value::Bool(rng.chance(0.35)));
         fields.insert(
             "updated_at".into(),
-            Value::Timestamp(START_MS + rng.i64(0..YEAR_MS)),
+            Value::Timestamp(START_MS + rng.int(0, YEAR_MS - 1)),
         );
         fields
     }
@@ -183,7 +174,7 @@ impl TextPool {
     /// `count` records drawn from `seed`, split among `writers` (as evenly as
     /// possible).
     fn shares(&self, seed: u64, count: usize, writers: usize) -> Vec<Vec<Fields>> {
-        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut rng = Dice::new(seed);
         (0..writers)
             .map(|writer| {
                 let share = count / writers + usize::from(writer < count % writers);
@@ -432,7 +423,7 @@ fn load(db: &Database, pool: &TextPool, seed: u64, count: usize) -> Duration {
             .map(|index| {
                 let share = count / LOAD_WRITERS + usize::from(index < count % LOAD_WRITERS);
                 scope.spawn(move || {
-                    let mut rng = fastrand::Rng::with_seed(seed ^ ((index as u64) << 32));
+                    let mut rng = Dice::new(seed ^ ((index as u64) << 32));
                     let origin = ClientId::from(format!("loader-{index}"));
                     for _ in 0..share {
                         db.insert(TABLE, pool.record(&mut rng), &origin)

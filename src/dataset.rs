@@ -52,6 +52,7 @@ use rows::Generator;
 use tables::Kind;
 
 pub use crate::schema::Fields;
+pub use dice::Dice;
 
 /// One table: its schema and its rows, in the order they were generated.
 #[derive(Clone, Debug, PartialEq)]

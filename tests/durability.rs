@@ -573,6 +573,18 @@ fn a_second_process_cannot_open_the_same_directory() {
     open(dir.path());
 }
 
+async fn health(http: &reqwest::Client, url: &str) -> serde_json::Value {
+    let body = http
+        .get(format!("{url}/health"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_http_a_refused_write_is_507_and_writes_resume() {
     let dir = TempDir::new("http");
@@ -610,19 +622,11 @@ async fn over_http_a_refused_write_is_507_and_writes_resume() {
     let problem: serde_json::Value =
         serde_json::from_slice(&refused.bytes().await.unwrap()).unwrap();
     assert_eq!(problem["code"], "storage_unavailable", "{problem}");
-    let health: serde_json::Value = http
-        .get(format!("{url}/health"))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .map(|bytes| serde_json::from_slice(&bytes).unwrap())
-        .unwrap();
-    assert_eq!(health["status"], "degraded", "{health}");
+    let degraded = health(&http, &url).await;
+    assert_eq!(degraded["status"], "degraded", "{degraded}");
     assert!(
-        health["storage"]["journal"]["failure"].is_string(),
-        "{health}"
+        degraded["storage"]["journal"]["failure"].is_string(),
+        "{degraded}"
     );
     let read = admin(http.get(format!("{url}/v1/tables/notes/records/n1")))
         .send()
@@ -633,16 +637,7 @@ async fn over_http_a_refused_write_is_507_and_writes_resume() {
     disk.faults().set_space_left(None);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let health: serde_json::Value = http
-            .get(format!("{url}/health"))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .map(|bytes| serde_json::from_slice(&bytes).unwrap())
-            .unwrap();
-        if health["status"] == "ok" {
+        if health(&http, &url).await["status"] == "ok" {
             break;
         }
         assert!(Instant::now() < deadline, "storage never recovered");

@@ -6,6 +6,7 @@
 //! seed gives the same data set on every machine.
 
 /// A deterministic random source.
+#[derive(Debug)]
 pub struct Dice(fastrand::Rng);
 
 impl Dice {

@@ -96,19 +96,23 @@ impl LogFile for OsFile {
     }
 }
 
+/// Opens `path` for writing: created empty when `create`, else existing.
+fn open_for_writing(path: &Path, create: bool) -> io::Result<OsFile> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(create)
+        .truncate(create)
+        .open(path)?;
+    Ok(OsFile(file))
+}
+
 impl Disk for OsDisk {
     fn create(&self, path: &Path) -> io::Result<Arc<dyn LogFile>> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
-        Ok(Arc::new(OsFile(file)))
+        Ok(Arc::new(open_for_writing(path, true)?))
     }
 
     fn open(&self, path: &Path) -> io::Result<Arc<dyn LogFile>> {
-        let file = OpenOptions::new().write(true).open(path)?;
-        Ok(Arc::new(OsFile(file)))
+        Ok(Arc::new(open_for_writing(path, false)?))
     }
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
@@ -245,21 +249,15 @@ impl LogFile for FaultyFile {
 
 impl Disk for FaultyDisk {
     fn create(&self, path: &Path) -> io::Result<Arc<dyn LogFile>> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
         Ok(Arc::new(FaultyFile {
-            inner: OsFile(file),
+            inner: open_for_writing(path, true)?,
             faults: self.faults(),
         }))
     }
 
     fn open(&self, path: &Path) -> io::Result<Arc<dyn LogFile>> {
-        let file = OpenOptions::new().write(true).open(path)?;
         Ok(Arc::new(FaultyFile {
-            inner: OsFile(file),
+            inner: open_for_writing(path, false)?,
             faults: self.faults(),
         }))
     }

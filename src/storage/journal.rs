@@ -126,6 +126,17 @@ struct Inner {
     stats: JournalStats,
 }
 
+/// How far a waiter needs the journal to be.
+#[derive(Clone, Copy, Debug)]
+enum Reach {
+    /// As the policy acknowledges writes.
+    Acknowledged,
+    /// As the policy makes changes durable for pulls.
+    Durable,
+    /// Synced, whatever the policy.
+    Synced,
+}
+
 #[derive(Debug)]
 struct Shared {
     inner: Mutex<Inner>,
@@ -263,28 +274,7 @@ impl Journal {
     ///
     /// [`StorageError::Unavailable`] when storage failed before it was.
     pub fn wait(&self, lsn: u64) -> Result<(), StorageError> {
-        let shared = &self.shared;
-        let mut inner = shared.lock();
-        loop {
-            if shared.acknowledged(&inner) >= lsn {
-                return Ok(());
-            }
-            if let Some(failure) = &inner.stats.failure {
-                return Err(StorageError::Unavailable {
-                    reason: failure.clone(),
-                });
-            }
-            if inner.closed {
-                return Err(StorageError::Unavailable {
-                    reason: "storage is closed".to_owned(),
-                });
-            }
-            if inner.leader {
-                inner = shared.wake.wait(inner).unwrap_or_else(|p| p.into_inner());
-            } else {
-                inner = shared.lead(inner, shared.policy == FsyncPolicy::Always);
-            }
-        }
+        self.shared.wait_for(Some(lsn), Reach::Acknowledged)
     }
 
     /// Waits until everything appended so far is durable (synced, or handed
@@ -295,24 +285,7 @@ impl Journal {
     ///
     /// [`StorageError::Unavailable`] when storage is failing.
     pub fn make_durable(&self) -> Result<(), StorageError> {
-        let shared = &self.shared;
-        let mut inner = shared.lock();
-        let target = inner.appended;
-        loop {
-            if shared.durable(&inner) >= target {
-                return Ok(());
-            }
-            if let Some(failure) = &inner.stats.failure {
-                return Err(StorageError::Unavailable {
-                    reason: failure.clone(),
-                });
-            }
-            if inner.leader {
-                inner = shared.wake.wait(inner).unwrap_or_else(|p| p.into_inner());
-            } else {
-                inner = shared.lead(inner, shared.policy != FsyncPolicy::Never);
-            }
-        }
+        self.shared.wait_for(None, Reach::Durable)
     }
 
     /// Waits for everything appended so far; see [`Journal::wait`].
@@ -410,23 +383,7 @@ impl Journal {
     ///
     /// As [`Journal::wait`].
     pub fn flush(&self) -> Result<(), StorageError> {
-        let shared = &self.shared;
-        let mut inner = shared.lock();
-        loop {
-            if inner.synced >= inner.appended {
-                return Ok(());
-            }
-            if let Some(failure) = &inner.stats.failure {
-                return Err(StorageError::Unavailable {
-                    reason: failure.clone(),
-                });
-            }
-            if inner.leader {
-                inner = shared.wake.wait(inner).unwrap_or_else(|p| p.into_inner());
-            } else {
-                inner = shared.lead(inner, true);
-            }
-        }
+        self.shared.wait_for(None, Reach::Synced)
     }
 }
 
@@ -440,6 +397,44 @@ impl Shared {
         match self.policy {
             FsyncPolicy::Always => inner.synced,
             FsyncPolicy::Interval | FsyncPolicy::Never => inner.written,
+        }
+    }
+
+    /// Waits until the journal reached `target` (everything appended so far
+    /// when `None`) in the sense of `reach`, leading groups while no one else
+    /// does.
+    fn wait_for(&self, target: Option<u64>, reach: Reach) -> Result<(), StorageError> {
+        let mut inner = self.lock();
+        let target = target.unwrap_or(inner.appended);
+        let sync = match reach {
+            Reach::Acknowledged => self.policy == FsyncPolicy::Always,
+            Reach::Durable => self.policy != FsyncPolicy::Never,
+            Reach::Synced => true,
+        };
+        loop {
+            let reached = match reach {
+                Reach::Acknowledged => self.acknowledged(&inner),
+                Reach::Durable => self.durable(&inner),
+                Reach::Synced => inner.synced,
+            };
+            if reached >= target {
+                return Ok(());
+            }
+            if let Some(failure) = &inner.stats.failure {
+                return Err(StorageError::Unavailable {
+                    reason: failure.clone(),
+                });
+            }
+            if inner.closed {
+                return Err(StorageError::Unavailable {
+                    reason: "storage is closed".to_owned(),
+                });
+            }
+            if inner.leader {
+                inner = self.wake.wait(inner).unwrap_or_else(|p| p.into_inner());
+            } else {
+                inner = self.lead(inner, sync);
+            }
         }
     }
 

@@ -195,7 +195,8 @@ fn record_response(status: StatusCode, schema: &TableSchema, row: &Row, version:
     request_body(content = Object, description = "The record's fields, the primary key included"),
     responses((status = 201, description = "Created; `ETag` is its version, `Location` its address", content_type = "application/json"),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem),
+        (status = 507, body = Problem, description = "The memory limit is reached, or the data directory refuses writes (a full disk, a failed fsync): retry later")))]
 pub(crate) async fn create(
     table: String,
     state: AppState,
@@ -275,7 +276,8 @@ pub(crate) struct Write {
     request_body(content = Object, description = "The fields to change"),
     responses((status = 200, description = "The record after the change", content_type = "application/json"),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem)))]
+        (status = 404, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem),
+        (status = 507, body = Problem, description = "The memory limit is reached, or the data directory refuses writes (a full disk, a failed fsync): retry later")))]
 pub(crate) async fn patch_record(
     write: Write,
     state: AppState,
@@ -293,7 +295,8 @@ pub(crate) async fn patch_record(
     request_body(content = Object, description = "Every field of the record"),
     responses((status = 200, description = "The record after the change", content_type = "application/json"),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem)))]
+        (status = 404, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem),
+        (status = 507, body = Problem, description = "The memory limit is reached, or the data directory refuses writes (a full disk, a failed fsync): retry later")))]
 pub(crate) async fn replace_record(
     write: Write,
     state: AppState,
@@ -365,7 +368,8 @@ async fn write_record(
     params(("table" = String, Path), ("id" = String, Path),
         ("If-Match" = Option<String>, Header, description = "The ETag the deletion was decided on")),
     responses((status = 204, description = "Deleted"), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, body = Problem), (status = 412, body = Problem)))]
+        (status = 404, body = Problem), (status = 412, body = Problem),
+        (status = 507, body = Problem, description = "The memory limit is reached, or the data directory refuses writes (a full disk, a failed fsync): retry later")))]
 pub(crate) async fn delete(
     table: String,
     state: AppState,

@@ -556,7 +556,8 @@ pub(crate) async fn pull(
 #[utoipa::path(post, path = "/v1/sync/push", tag = "sync", security(("bearer" = [])),
     request_body(content((JsonPush = "application/json"), (Vec<u8> = "application/vnd.mobilesyncdb"))),
     responses((status = 200, description = "One result per operation", content_type = "application/json"),
-        (status = 400, body = Problem), (status = 401, body = Problem), (status = 413, body = Problem)))]
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 413, body = Problem),
+        (status = 507, body = Problem, description = "The memory limit is reached, or the data directory refuses writes (a full disk, a failed fsync): retry later")))]
 pub(crate) async fn push(
     state: AppState,
     principal: Principal,
@@ -569,7 +570,8 @@ pub(crate) async fn push(
 #[utoipa::path(post, path = "/v1/sync/ack", tag = "sync", security(("bearer" = [])),
     request_body(content((JsonAck = "application/json"), (Vec<u8> = "application/vnd.mobilesyncdb"))),
     responses((status = 200, description = "The cursor now held", content_type = "application/json"),
-        (status = 400, body = Problem), (status = 401, body = Problem), (status = 409, body = Problem)))]
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 409, body = Problem),
+        (status = 507, body = Problem, description = "The memory limit is reached, or the data directory refuses writes (a full disk, a failed fsync): retry later")))]
 pub(crate) async fn ack(
     state: AppState,
     principal: Principal,

@@ -161,7 +161,8 @@ pub(crate) async fn get_table(
     responses((status = 201, body = TableInfo, description = "Created"),
         (status = 200, body = TableInfo, description = "Already there with this schema"),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 409, body = Problem)))]
+        (status = 409, body = Problem),
+        (status = 507, body = Problem, description = "The memory limit is reached, or the data directory refuses writes (a full disk, a failed fsync): retry later")))]
 pub(crate) async fn put_table(
     table: String,
     state: AppState,
@@ -227,7 +228,8 @@ fn same_definition(existing: &TableSchema, asked: &TableSchema) -> bool {
     params(("table" = String, Path, description = "The table's name")),
     request_body(content = Object, description = "An access rule, for example {\"kind\": \"owner\", \"field\": \"owner\"}"),
     responses((status = 200, body = TableInfo), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem)))]
+        (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 507, body = Problem, description = "The memory limit is reached, or the data directory refuses writes (a full disk, a failed fsync): retry later")))]
 pub(crate) async fn put_access(
     table: String,
     state: AppState,

@@ -139,7 +139,8 @@ pub(crate) async fn export(
     request_body(content((String = "application/x-ndjson"), (Vec<u8> = "application/vnd.mobilesyncdb.export"))),
     responses((status = 200, description = "What the import changed", content_type = "application/json"),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 409, body = Problem), (status = 413, body = Problem), (status = 415, body = Problem)))]
+        (status = 409, body = Problem), (status = 413, body = Problem), (status = 415, body = Problem),
+        (status = 507, body = Problem, description = "The memory limit is reached, or the data directory refuses writes (a full disk, a failed fsync): retry later")))]
 pub(crate) async fn import(
     state: AppState,
     principal: Principal,
