@@ -390,6 +390,13 @@ fn damage_in_the_middle_stops_the_start_until_repaired() {
     );
     assert!(damaged.verdict.starts_with("damaged"), "{damaged:?}");
 
+    {
+        // A repair never runs under a server holding the directory.
+        let held = std::fs::File::open(dir.path().join("LOCK")).unwrap();
+        held.lock().unwrap();
+        let error = storage::repair(dir.path()).expect_err("locked");
+        assert!(matches!(error, StorageError::Locked { .. }), "{error}");
+    }
     let (after, actions) = storage::repair(dir.path()).unwrap();
     assert!(after.healthy(), "{after:?}");
     assert_eq!(actions.len(), 1, "{actions:?}");

@@ -290,8 +290,11 @@ fn file_report(path: &Path, kind: &'static str, scanned: &Scanned) -> FileReport
 ///
 /// # Errors
 ///
+/// [`StorageError::Locked`] while a server runs on the directory, and
 /// [`StorageError::Io`] when a file cannot be read, moved or cut.
 pub fn repair(dir: &Path) -> Result<(CheckReport, Vec<String>), StorageError> {
+    // Never under a running server: it would write past the cut.
+    let _lock = super::store::lock(dir)?;
     let before = check(dir)?;
     let mut actions = Vec::new();
     let listing = list(dir)?;

@@ -529,7 +529,8 @@ impl SnapshotFile {
     }
 }
 
-fn lock(dir: &Path) -> Result<File, StorageError> {
+/// Takes the directory's `LOCK` file: one process per data directory.
+pub(crate) fn lock(dir: &Path) -> Result<File, StorageError> {
     let path = dir.join("LOCK");
     let file = std::fs::OpenOptions::new()
         .create(true)
