@@ -55,6 +55,18 @@ pub trait Disk: Send + Sync + Debug {
     ///
     /// The operating system's error.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Opens the file for reading from the start, for files too large to
+    /// read whole.
+    ///
+    /// # Errors
+    ///
+    /// The operating system's error.
+    fn reader(&self, path: &Path) -> io::Result<Box<dyn io::Read + Send>> {
+        Ok(Box::new(io::BufReader::with_capacity(
+            1 << 20,
+            File::open(path)?,
+        )))
+    }
     /// Renames `from` to `to`, replacing `to`.
     ///
     /// # Errors

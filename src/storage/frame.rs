@@ -90,6 +90,58 @@ pub fn read(bytes: &[u8], offset: usize) -> Result<(&[u8], usize), Damage> {
     Ok((body, start + length))
 }
 
+/// Reads the next frame from `reader` into `body` (replacing what it held):
+/// `None` at the end of the input, the damage when the bytes there are not an
+/// intact frame. Files too large to hold whole (snapshots) are read this way.
+///
+/// # Errors
+///
+/// The reader's I/O error.
+pub fn read_next(
+    reader: &mut impl std::io::Read,
+    body: &mut Vec<u8>,
+) -> std::io::Result<Option<Result<(), Damage>>> {
+    let mut header = [0; HEADER_BYTES];
+    let got = read_full(reader, &mut header)?;
+    if got == 0 {
+        return Ok(None);
+    }
+    if got < HEADER_BYTES {
+        return Ok(Some(Err(Damage::Short)));
+    }
+    let word = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4 bytes"));
+    if word(0) != MAGIC {
+        return Ok(Some(Err(Damage::NoMagic)));
+    }
+    let length = word(4) as usize;
+    if length > MAX_BODY_BYTES {
+        return Ok(Some(Err(Damage::BadLength)));
+    }
+    body.clear();
+    body.resize(length, 0);
+    if read_full(reader, body)? < length {
+        return Ok(Some(Err(Damage::Short)));
+    }
+    if checksum(&header[4..8], body) != word(8) {
+        return Ok(Some(Err(Damage::Checksum)));
+    }
+    Ok(Some(Ok(())))
+}
+
+/// Reads until `buffer` is full or the input ends; returns the bytes read.
+fn read_full(reader: &mut impl std::io::Read, buffer: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match reader.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(filled)
+}
+
 /// The offset of the first intact frame at or after `from`, if any: what tells
 /// damage in the middle of a file from a torn tail.
 pub fn next_intact(bytes: &[u8], from: usize) -> Option<usize> {
@@ -150,6 +202,37 @@ mod tests {
             assert_eq!(read(&bytes[..cut], 0), Err(Damage::Short), "cut at {cut}");
         }
         assert_eq!(read(&[0; 64], 0), Err(Damage::NoMagic));
+    }
+
+    #[test]
+    fn frames_stream_from_a_reader_as_from_memory() {
+        let bytes = frames(&[b"one", b"", b"three"]);
+        let mut reader = &bytes[..];
+        let mut body = Vec::new();
+        for expected in [&b"one"[..], b"", b"three"] {
+            assert_eq!(read_next(&mut reader, &mut body).unwrap(), Some(Ok(())));
+            assert_eq!(body, expected);
+        }
+        assert_eq!(read_next(&mut reader, &mut body).unwrap(), None);
+        for cut in 1..bytes.len() {
+            let mut reader = &bytes[..cut];
+            let mut outcome = None;
+            while let Some(result) = read_next(&mut reader, &mut body).unwrap() {
+                if result.is_err() {
+                    outcome = Some(result);
+                    break;
+                }
+            }
+            let ends_on_frame = [15, 27, 44].contains(&cut);
+            assert_eq!(outcome.is_some(), !ends_on_frame, "cut at {cut}");
+        }
+        let mut damaged = bytes.clone();
+        damaged[HEADER_BYTES + 1] ^= 1;
+        let mut reader = &damaged[..];
+        assert_eq!(
+            read_next(&mut reader, &mut body).unwrap(),
+            Some(Err(Damage::Checksum))
+        );
     }
 
     #[test]

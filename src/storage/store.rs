@@ -572,28 +572,39 @@ fn load_snapshot(
     restore: &mut crate::engine::Restore<'_>,
     sync: &SyncServer,
 ) -> Result<u64, StorageError> {
-    let scanned = recover::scan(
-        disk.read(path)
-            .map_err(|source| StorageError::io(path, source))?,
-    );
-    if let Some(damage) = &scanned.damage {
-        let problem = damage.problem.clone();
-        return Err(corrupt(
-            dir,
-            path,
-            &scanned,
-            &format!("{problem} in the newest snapshot"),
-        ));
-    }
+    // Read frame by frame: a snapshot may be larger than is wise to hold whole.
+    let mut reader = disk
+        .reader(path)
+        .map_err(|source| StorageError::io(path, source))?;
+    let mut body = Vec::new();
+    let mut offset = 0u64;
+    let mut index = 0usize;
     let mut records = 0;
     let mut end = None;
-    for index in 0..scanned.bodies.len() {
-        let entry = entry::decode(scanned.body(index)).map_err(|error| {
+    loop {
+        let read = frame::read_next(&mut reader, &mut body)
+            .map_err(|source| StorageError::io(path, source))?;
+        match read {
+            None => break,
+            Some(Ok(())) => {}
+            Some(Err(damage)) => {
+                return Err(StorageError::Corrupt {
+                    dir: dir.to_owned(),
+                    path: path.to_owned(),
+                    offset,
+                    damage: format!("{damage} in the newest snapshot"),
+                    after: String::new(),
+                });
+            }
+        }
+        offset += (frame::HEADER_BYTES + body.len()) as u64;
+        let entry = entry::decode(&body).map_err(|error| {
             StorageError::inconsistent(
                 path,
                 format!("frame {index} is intact but unreadable: {error}"),
             )
         })?;
+        index += 1;
         let applied = match entry {
             Entry::SnapshotStart(start) => {
                 if start.format != entry::SNAPSHOT_FORMAT {
@@ -647,7 +658,7 @@ fn load_snapshot(
         None => Err(StorageError::Corrupt {
             dir: dir.to_owned(),
             path: path.to_owned(),
-            offset: scanned.end as u64,
+            offset,
             damage: "the snapshot has no end frame".to_owned(),
             after: String::new(),
         }),
