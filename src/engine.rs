@@ -32,6 +32,7 @@ pub use database::{
 };
 pub use error::{EngineError, ReadError, SchemaError, WriteError};
 pub use query::{
-    AccessPath, Direction, Filter, FilterOp, PageToken, Plan, Query, QueryError, QueryResult,
+    AccessPath, Direction, Filter, FilterOp, OperatorShape, PageToken, Plan, Query, QueryError,
+    QueryResult,
 };
 pub use row::Row;

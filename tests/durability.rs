@@ -635,6 +635,15 @@ async fn over_http_a_refused_write_is_507_and_writes_resume() {
         degraded["storage"]["journal"]["failure"].is_string(),
         "{degraded}"
     );
+    let metrics = admin(http.get(format!("{url}/metrics")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("msdb_storage_healthy 0"), "{metrics}");
+    assert!(metrics.contains("msdb_journal_syncs_total"), "{metrics}");
     let read = admin(http.get(format!("{url}/v1/tables/notes/records/n1")))
         .send()
         .await

@@ -88,6 +88,37 @@ pub enum FilterOp {
     Prefix(String),
 }
 
+/// What an operator name, as filters are written in requests, takes.
+#[derive(Clone, Copy, Debug)]
+pub enum OperatorShape {
+    /// One value of the field's type (`eq`, `ne`, `lt`, `le`, `gt`, `ge`).
+    One(fn(Value) -> FilterOp),
+    /// A list of values of the field's type (`in`).
+    List,
+    /// A string (`prefix`).
+    Text,
+}
+
+impl FilterOp {
+    /// The operator names requests may use, for error messages.
+    pub const NAMES: &str = "eq, ne, lt, le, gt, ge, in or prefix";
+
+    /// What the operator `name` takes, or `None` for a name that is not one.
+    pub fn shape(name: &str) -> Option<OperatorShape> {
+        Some(match name {
+            "eq" => OperatorShape::One(FilterOp::Eq),
+            "ne" => OperatorShape::One(FilterOp::Ne),
+            "lt" => OperatorShape::One(FilterOp::Lt),
+            "le" => OperatorShape::One(FilterOp::Le),
+            "gt" => OperatorShape::One(FilterOp::Gt),
+            "ge" => OperatorShape::One(FilterOp::Ge),
+            "in" => OperatorShape::List,
+            "prefix" => OperatorShape::Text,
+            _ => return None,
+        })
+    }
+}
+
 /// One condition of a [`Query`]: a field and how it must compare.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Filter {

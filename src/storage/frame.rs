@@ -65,15 +65,8 @@ impl std::fmt::Display for Damage {
     }
 }
 
-/// Reads the frame at `offset` of `bytes`: its body and the offset after it.
-///
-/// # Errors
-///
-/// [`Damage`] when the bytes there are not an intact frame.
-pub fn read(bytes: &[u8], offset: usize) -> Result<(&[u8], usize), Damage> {
-    let header = bytes
-        .get(offset..offset + HEADER_BYTES)
-        .ok_or(Damage::Short)?;
+/// A frame's header, checked: the body's length and its expected checksum.
+fn header(header: &[u8; HEADER_BYTES]) -> Result<(usize, u32), Damage> {
     let word = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4 bytes"));
     if word(0) != MAGIC {
         return Err(Damage::NoMagic);
@@ -82,11 +75,32 @@ pub fn read(bytes: &[u8], offset: usize) -> Result<(&[u8], usize), Damage> {
     if length > MAX_BODY_BYTES {
         return Err(Damage::BadLength);
     }
+    Ok((length, word(8)))
+}
+
+/// Checks a body against the checksum its header gave.
+fn verify(header: &[u8; HEADER_BYTES], body: &[u8], expected: u32) -> Result<(), Damage> {
+    if checksum(&header[4..8], body) == expected {
+        Ok(())
+    } else {
+        Err(Damage::Checksum)
+    }
+}
+
+/// Reads the frame at `offset` of `bytes`: its body and the offset after it.
+///
+/// # Errors
+///
+/// [`Damage`] when the bytes there are not an intact frame.
+pub fn read(bytes: &[u8], offset: usize) -> Result<(&[u8], usize), Damage> {
+    let head: &[u8; HEADER_BYTES] = bytes
+        .get(offset..offset + HEADER_BYTES)
+        .and_then(|head| head.try_into().ok())
+        .ok_or(Damage::Short)?;
+    let (length, expected) = header(head)?;
     let start = offset + HEADER_BYTES;
     let body = bytes.get(start..start + length).ok_or(Damage::Short)?;
-    if checksum(&header[4..8], body) != word(8) {
-        return Err(Damage::Checksum);
-    }
+    verify(head, body, expected)?;
     Ok((body, start + length))
 }
 
@@ -101,31 +115,22 @@ pub fn read_next(
     reader: &mut impl std::io::Read,
     body: &mut Vec<u8>,
 ) -> std::io::Result<Option<Result<(), Damage>>> {
-    let mut header = [0; HEADER_BYTES];
-    let got = read_full(reader, &mut header)?;
-    if got == 0 {
-        return Ok(None);
+    let mut head = [0; HEADER_BYTES];
+    match read_full(reader, &mut head)? {
+        0 => return Ok(None),
+        HEADER_BYTES => {}
+        _ => return Ok(Some(Err(Damage::Short))),
     }
-    if got < HEADER_BYTES {
-        return Ok(Some(Err(Damage::Short)));
-    }
-    let word = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4 bytes"));
-    if word(0) != MAGIC {
-        return Ok(Some(Err(Damage::NoMagic)));
-    }
-    let length = word(4) as usize;
-    if length > MAX_BODY_BYTES {
-        return Ok(Some(Err(Damage::BadLength)));
-    }
+    let (length, expected) = match header(&head) {
+        Ok(checked) => checked,
+        Err(damage) => return Ok(Some(Err(damage))),
+    };
     body.clear();
     body.resize(length, 0);
     if read_full(reader, body)? < length {
         return Ok(Some(Err(Damage::Short)));
     }
-    if checksum(&header[4..8], body) != word(8) {
-        return Ok(Some(Err(Damage::Checksum)));
-    }
-    Ok(Some(Ok(())))
+    Ok(Some(verify(&head, body, expected)))
 }
 
 /// Reads until `buffer` is full or the input ends; returns the bytes read.

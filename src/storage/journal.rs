@@ -108,6 +108,17 @@ pub struct JournalStats {
     pub failure: Option<String>,
 }
 
+/// What the journal counts, beside its positions.
+#[derive(Debug, Default)]
+struct Counters {
+    groups: u64,
+    syncs: u64,
+    since_snapshot: u64,
+    dropped_notes: u64,
+    /// Why storage refuses writes, while it does.
+    failure: Option<String>,
+}
+
 #[derive(Debug)]
 struct Inner {
     segment: Segment,
@@ -123,7 +134,7 @@ struct Inner {
     leader: bool,
     last_sync: Instant,
     closed: bool,
-    stats: JournalStats,
+    counters: Counters,
 }
 
 /// How far a waiter needs the journal to be.
@@ -208,12 +219,9 @@ impl Journal {
             leader: false,
             last_sync: Instant::now(),
             closed: false,
-            stats: JournalStats {
-                appended: end,
-                written: end,
-                synced: end,
+            counters: Counters {
                 since_snapshot,
-                ..JournalStats::default()
+                ..Counters::default()
             },
         };
         let shared = Arc::new(Shared {
@@ -250,7 +258,7 @@ impl Journal {
         frame::put(body, &mut inner.buf);
         let end = inner.buf_start + inner.buf.len() as u64;
         inner.appended = end;
-        inner.stats.since_snapshot += (frame::HEADER_BYTES + body.len()) as u64;
+        inner.counters.since_snapshot += (frame::HEADER_BYTES + body.len()) as u64;
         if let Some(seq) = seq {
             inner.marks.push_back((end, seq));
         }
@@ -261,7 +269,7 @@ impl Journal {
     /// freshness (a session's counters): skipped while storage is failing.
     pub fn append_note(&self, body: &[u8]) {
         if !self.is_healthy() {
-            self.shared.lock().stats.dropped_notes += 1;
+            self.shared.lock().counters.dropped_notes += 1;
             return;
         }
         self.append(body, None);
@@ -312,7 +320,7 @@ impl Journal {
         if self.is_healthy() {
             return Ok(());
         }
-        let reason = self.shared.lock().stats.failure.clone();
+        let reason = self.shared.lock().counters.failure.clone();
         Err(StorageError::Unavailable {
             reason: reason.unwrap_or_else(|| "storage is recovering".to_owned()),
         })
@@ -325,11 +333,16 @@ impl Journal {
 
     pub fn stats(&self) -> JournalStats {
         let inner = self.shared.lock();
+        let counters = &inner.counters;
         JournalStats {
             appended: inner.appended,
             written: inner.written,
             synced: inner.synced,
-            ..inner.stats.clone()
+            groups: counters.groups,
+            syncs: counters.syncs,
+            since_snapshot: counters.since_snapshot,
+            dropped_notes: counters.dropped_notes,
+            failure: counters.failure.clone(),
         }
     }
 
@@ -350,7 +363,7 @@ impl Journal {
         while inner.leader {
             inner = shared.wake.wait(inner).unwrap_or_else(|p| p.into_inner());
         }
-        if let Some(failure) = &inner.stats.failure {
+        if let Some(failure) = &inner.counters.failure {
             return Err(StorageError::Unavailable {
                 reason: failure.clone(),
             });
@@ -370,8 +383,8 @@ impl Journal {
         inner.segment = segment;
         inner.written = end;
         inner.synced = end;
-        inner.stats.since_snapshot = 0;
-        inner.stats.syncs += 1;
+        inner.counters.since_snapshot = 0;
+        inner.counters.syncs += 1;
         shared.settle(&mut inner);
         shared.wake.notify_all();
         Ok(end)
@@ -420,7 +433,7 @@ impl Shared {
             if reached >= target {
                 return Ok(());
             }
-            if let Some(failure) = &inner.stats.failure {
+            if let Some(failure) = &inner.counters.failure {
                 return Err(StorageError::Unavailable {
                     reason: failure.clone(),
                 });
@@ -471,11 +484,11 @@ impl Shared {
         match result {
             Ok(()) => {
                 inner.written = end;
-                inner.stats.groups += u64::from(!bytes.is_empty());
+                inner.counters.groups += u64::from(!bytes.is_empty());
                 if sync {
                     inner.synced = end;
                     inner.last_sync = Instant::now();
-                    inner.stats.syncs += 1;
+                    inner.counters.syncs += 1;
                 }
                 self.settle(&mut inner);
             }
@@ -516,10 +529,10 @@ impl Shared {
             "writing {} failed: {source}; writes are refused until the disk takes them again",
             path.display()
         );
-        if inner.stats.failure.is_none() {
+        if inner.counters.failure.is_none() {
             error!(path = %path.display(), error = %source, "storage failed: refusing writes, reads go on; retrying every {:?}", self.retry);
         }
-        inner.stats.failure = Some(reason);
+        inner.counters.failure = Some(reason);
         self.healthy.store(false, Ordering::Release);
     }
 
@@ -534,13 +547,13 @@ impl Shared {
                 inner = self.wake.wait(inner).unwrap_or_else(|p| p.into_inner());
                 continue;
             }
-            if inner.stats.failure.is_some() {
+            if inner.counters.failure.is_some() {
                 let (guard, _) = self
                     .wake
                     .wait_timeout(inner, self.retry)
                     .unwrap_or_else(|p| p.into_inner());
                 inner = guard;
-                if !inner.closed && !inner.leader && inner.stats.failure.is_some() {
+                if !inner.closed && !inner.leader && inner.counters.failure.is_some() {
                     inner = self.retry_failed(inner);
                 }
                 continue;
@@ -584,8 +597,8 @@ impl Shared {
                 inner.written = end;
                 inner.synced = end;
                 inner.last_sync = Instant::now();
-                inner.stats.syncs += 1;
-                inner.stats.failure = None;
+                inner.counters.syncs += 1;
+                inner.counters.failure = None;
                 self.settle(&mut inner);
                 self.healthy.store(true, Ordering::Release);
                 info!(

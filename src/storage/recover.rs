@@ -118,6 +118,55 @@ pub(crate) fn scan(bytes: Vec<u8>) -> Scanned {
     }
 }
 
+/// Whether damage in a journal segment is a torn tail that recovery cuts by
+/// itself: it is in the last segment and no intact frame follows it. Anything
+/// else would cut frames that may have been acknowledged.
+pub(crate) fn is_torn_tail(last: bool, damage: &Damage) -> bool {
+    last && damage.intact_after.is_none()
+}
+
+/// How a file read frame by frame ended.
+#[derive(Debug)]
+pub(crate) struct Streamed {
+    /// Intact frames read.
+    pub(crate) frames: u64,
+    /// The offset after the last intact frame.
+    pub(crate) end: u64,
+    /// What stopped the reading before the end of the file, if anything.
+    pub(crate) damage: Option<frame::Damage>,
+}
+
+/// Reads `path` frame by frame, never whole (a snapshot may be larger than is
+/// wise to hold), handing each intact body to `each`; stops at the first damage.
+///
+/// # Errors
+///
+/// [`StorageError::Io`], or `each`'s error.
+pub(crate) fn stream(
+    disk: &dyn Disk,
+    path: &Path,
+    mut each: impl FnMut(u64, &[u8]) -> Result<(), StorageError>,
+) -> Result<Streamed, StorageError> {
+    let io = |source| StorageError::io(path, source);
+    let mut reader = disk.reader(path).map_err(io)?;
+    let mut body = Vec::new();
+    let mut streamed = Streamed {
+        frames: 0,
+        end: 0,
+        damage: None,
+    };
+    while let Some(read) = frame::read_next(&mut reader, &mut body).map_err(io)? {
+        if let Err(damage) = read {
+            streamed.damage = Some(damage);
+            break;
+        }
+        each(streamed.frames, &body)?;
+        streamed.frames += 1;
+        streamed.end += (frame::HEADER_BYTES + body.len()) as u64;
+    }
+    Ok(streamed)
+}
+
 /// The base a segment's header frame names, if it is one.
 pub(crate) fn segment_base(body: &[u8]) -> Option<u64> {
     let rest = body.strip_prefix(SEGMENT_MAGIC)?;
@@ -173,15 +222,33 @@ pub fn check(dir: &Path) -> Result<CheckReport, StorageError> {
     let mut problems = Vec::new();
     let newest_snapshot = listing.snapshots.last().map(|(lsn, _)| *lsn);
     for (lsn, path) in &listing.snapshots {
-        let scanned = read(path)?;
-        let mut report = file_report(path, "snapshot", &scanned);
-        let complete = (0..scanned.bodies.len())
-            .rev()
-            .find_map(|index| match entry::decode(scanned.body(index)) {
-                Ok(Entry::SnapshotEnd(end)) => Some(end.lsn == *lsn),
-                _ => None,
-            })
-            .unwrap_or(false);
+        let mut unreadable = 0;
+        let mut complete = false;
+        let streamed = stream(&OsDisk, path, |_, body| {
+            match entry::decode(body) {
+                Ok(Entry::SnapshotEnd(end)) => complete = end.lsn == *lsn,
+                Ok(_) => {}
+                Err(_) => unreadable += 1,
+            }
+            Ok(())
+        })?;
+        let bytes = std::fs::metadata(path)
+            .map_err(|source| StorageError::io(path, source))?
+            .len();
+        let mut report = FileReport {
+            path: path.clone(),
+            kind: "snapshot",
+            bytes,
+            frames: streamed.frames,
+            unreadable,
+            damage: streamed.damage.map(|damage| Damage {
+                offset: streamed.end,
+                problem: damage.to_string(),
+                intact_after: None,
+                bytes_after: bytes - streamed.end,
+            }),
+            verdict: String::new(),
+        };
         report.verdict = if Some(*lsn) != newest_snapshot {
             "not used: a newer snapshot covers it".to_owned()
         } else if report.damage.is_some() || !complete {
@@ -200,7 +267,7 @@ pub fn check(dir: &Path) -> Result<CheckReport, StorageError> {
     let last_index = listing.segments.len().saturating_sub(1);
     for (index, (base, path)) in listing.segments.iter().enumerate() {
         let scanned = read(path)?;
-        let mut report = file_report(path, "segment", &scanned);
+        let mut report = segment_report(path, &scanned);
         let header = (!scanned.bodies.is_empty())
             .then(|| segment_base(scanned.body(0)))
             .flatten();
@@ -214,7 +281,7 @@ pub fn check(dir: &Path) -> Result<CheckReport, StorageError> {
                 ));
                 "damaged: start refused".to_owned()
             }
-            (Some(damage), _) if !is_last || damage.intact_after.is_some() => {
+            (Some(damage), _) if !is_torn_tail(is_last, damage) => {
                 problems.push(format!(
                     "{}: damaged at byte {} ({}) with {} bytes after it",
                     path.display(),
@@ -262,17 +329,15 @@ fn read(path: &Path) -> Result<Scanned, StorageError> {
     Ok(scan(bytes))
 }
 
-fn file_report(path: &Path, kind: &'static str, scanned: &Scanned) -> FileReport {
-    let unreadable = (0..scanned.bodies.len())
-        .filter(|index| {
-            let body = scanned.body(*index);
-            // A segment's header is not an entry.
-            !(kind == "segment" && *index == 0) && entry::decode(body).is_err()
-        })
+/// A segment's report, its verdict still to be given.
+fn segment_report(path: &Path, scanned: &Scanned) -> FileReport {
+    // The first frame is the segment's header, not an entry.
+    let unreadable = (1..scanned.bodies.len())
+        .filter(|index| entry::decode(scanned.body(*index)).is_err())
         .count();
     FileReport {
         path: path.to_owned(),
-        kind,
+        kind: "segment",
         bytes: scanned.bytes.len() as u64,
         frames: scanned.bodies.len() as u64,
         unreadable: unreadable as u64,

@@ -202,11 +202,11 @@ impl Store {
                         "the segment header does not name this segment",
                     ));
                 }
-                None if last
-                    && scanned
-                        .damage
-                        .as_ref()
-                        .is_none_or(|damage| damage.intact_after.is_none()) =>
+                None if scanned
+                    .damage
+                    .as_ref()
+                    .is_none_or(|damage| recover::is_torn_tail(last, damage))
+                    && last =>
                 {
                     // Created by a rotation a crash interrupted: nothing in it.
                     warn!(path = %path.display(), "journal segment without a header: recreated");
@@ -224,7 +224,7 @@ impl Store {
             }
             let header = header.unwrap_or(0);
             if let Some(damage) = &scanned.damage
-                && (!last || damage.intact_after.is_some())
+                && !recover::is_torn_tail(last, damage)
             {
                 return Err(corrupt(&dir, path, &scanned, &damage.problem));
             }
@@ -572,39 +572,15 @@ fn load_snapshot(
     restore: &mut crate::engine::Restore<'_>,
     sync: &SyncServer,
 ) -> Result<u64, StorageError> {
-    // Read frame by frame: a snapshot may be larger than is wise to hold whole.
-    let mut reader = disk
-        .reader(path)
-        .map_err(|source| StorageError::io(path, source))?;
-    let mut body = Vec::new();
-    let mut offset = 0u64;
-    let mut index = 0usize;
     let mut records = 0;
     let mut end = None;
-    loop {
-        let read = frame::read_next(&mut reader, &mut body)
-            .map_err(|source| StorageError::io(path, source))?;
-        match read {
-            None => break,
-            Some(Ok(())) => {}
-            Some(Err(damage)) => {
-                return Err(StorageError::Corrupt {
-                    dir: dir.to_owned(),
-                    path: path.to_owned(),
-                    offset,
-                    damage: format!("{damage} in the newest snapshot"),
-                    after: String::new(),
-                });
-            }
-        }
-        offset += (frame::HEADER_BYTES + body.len()) as u64;
-        let entry = entry::decode(&body).map_err(|error| {
+    let streamed = recover::stream(disk, path, |index, body| {
+        let entry = entry::decode(body).map_err(|error| {
             StorageError::inconsistent(
                 path,
                 format!("frame {index} is intact but unreadable: {error}"),
             )
         })?;
-        index += 1;
         let applied = match entry {
             Entry::SnapshotStart(start) => {
                 if start.format != entry::SNAPSHOT_FORMAT {
@@ -644,7 +620,16 @@ fn load_snapshot(
             }
             other => Err(format!("a journal entry in a snapshot: {other:?}")),
         };
-        applied.map_err(|problem| StorageError::inconsistent(path, problem))?;
+        applied.map_err(|problem| StorageError::inconsistent(path, problem))
+    })?;
+    if let Some(damage) = streamed.damage {
+        return Err(StorageError::Corrupt {
+            dir: dir.to_owned(),
+            path: path.to_owned(),
+            offset: streamed.end,
+            damage: format!("{damage} in the newest snapshot"),
+            after: String::new(),
+        });
     }
     match end {
         Some(end) if end.lsn == lsn && end.records == records => Ok(records),
@@ -658,7 +643,7 @@ fn load_snapshot(
         None => Err(StorageError::Corrupt {
             dir: dir.to_owned(),
             path: path.to_owned(),
-            offset,
+            offset: streamed.end,
             damage: "the snapshot has no end frame".to_owned(),
             after: String::new(),
         }),

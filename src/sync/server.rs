@@ -14,8 +14,8 @@ use tracing::{debug, warn};
 use crate::compress::{CompressionStats, Compressor, StatsSnapshot};
 use crate::config::SyncConfig;
 use crate::engine::{
-    Database, EngineError, Filter, FilterOp, FullAccess, RowAccess, ScanRequest, ScannedRecord,
-    SystemClock, TableScope, WallClock,
+    Database, EngineError, Filter, FilterOp, FullAccess, OperatorShape, RowAccess, ScanRequest,
+    ScannedRecord, SystemClock, TableScope, WallClock,
 };
 use crate::schema::{Fields, TableSchema};
 use crate::storage::StorageError;
@@ -668,8 +668,17 @@ impl SyncServer {
         let now = self.inner.wall.now_ms();
         let mut sessions = self.sessions_lock();
         let info = &mut sessions.touch(&request.device, now).info;
-        let created = info.pulls == 0 && info.pushes == 0;
-        let before = (info.acked_cursor, info.schema_version, info.profile.clone());
+        // A pull that moves nothing but counters and the contact time is not
+        // logged: a no-change poll costs no journal bytes (and no copies).
+        let changed = info.pulls == 0 && info.pushes == 0
+            || info.acked_cursor != base
+            || request
+                .schema_version
+                .is_some_and(|v| info.schema_version != Some(v))
+            || request
+                .profile
+                .as_ref()
+                .is_some_and(|profile| info.profile.as_ref() != Some(profile));
         info.acked_cursor = base;
         info.pulls += 1;
         if request.schema_version.is_some() {
@@ -678,9 +687,7 @@ impl SyncServer {
         if request.profile.is_some() {
             info.profile.clone_from(&request.profile);
         }
-        // A pull that moves nothing but counters and the contact time is not
-        // logged: a no-change poll costs no journal bytes.
-        if created || before != (info.acked_cursor, info.schema_version, info.profile.clone()) {
+        if changed {
             self.note_session(info);
         }
     }
@@ -758,28 +765,20 @@ fn engine_filter(filter: &WireFilter, schema: &TableSchema) -> Result<Filter, Sy
             .typed(spec.kind)
             .ok_or_else(|| bad(&format!("the value does not fit a {} field", spec.kind)))
     };
-    let op = match filter.op.as_str() {
-        "eq" => FilterOp::Eq(typed(&filter.value)?),
-        "ne" => FilterOp::Ne(typed(&filter.value)?),
-        "lt" => FilterOp::Lt(typed(&filter.value)?),
-        "le" => FilterOp::Le(typed(&filter.value)?),
-        "gt" => FilterOp::Gt(typed(&filter.value)?),
-        "ge" => FilterOp::Ge(typed(&filter.value)?),
-        "in" => match &filter.value {
+    let shape = FilterOp::shape(&filter.op)
+        .ok_or_else(|| bad(&format!("unknown operator; use {}", FilterOp::NAMES)))?;
+    let op = match shape {
+        OperatorShape::One(make) => make(typed(&filter.value)?),
+        OperatorShape::List => match &filter.value {
             crate::sync::message::WireValue::Array(items) => {
                 FilterOp::In(items.iter().map(typed).collect::<Result<_, _>>()?)
             }
             _ => return Err(bad("`in` takes an array")),
         },
-        "prefix" => match &filter.value {
+        OperatorShape::Text => match &filter.value {
             crate::sync::message::WireValue::Str(prefix) => FilterOp::Prefix(prefix.clone()),
             _ => return Err(bad("`prefix` takes a string")),
         },
-        _ => {
-            return Err(bad(
-                "unknown operator; use eq, ne, lt, le, gt, ge, in or prefix",
-            ));
-        }
     };
     Ok(Filter::new(filter.field.clone(), op))
 }

@@ -66,24 +66,18 @@ impl Sessions {
     pub(crate) fn touch(&mut self, device: &str, now_ms: u64) -> &mut SyncSession {
         self.expire(now_ms);
         if !self.sessions.contains(device) {
-            let session = SyncSession {
-                info: SessionInfo {
-                    device: device.to_owned(),
-                    acked_cursor: 0,
-                    served_cursor: 0,
-                    served_checksum: 0,
-                    schema_version: None,
-                    profile: None,
-                    created_ms: now_ms,
-                    last_contact_ms: now_ms,
-                    pulls: 0,
-                    pushes: 0,
-                },
-                ops: LruCache::new(self.remembered_ops),
-            };
-            if let Some((evicted, _)) = self.sessions.push(device.to_owned(), session) {
-                info!(device = %evicted, "session limit reached: dropped the least recently seen session");
-            }
+            self.insert(SessionInfo {
+                device: device.to_owned(),
+                acked_cursor: 0,
+                served_cursor: 0,
+                served_checksum: 0,
+                schema_version: None,
+                profile: None,
+                created_ms: now_ms,
+                last_contact_ms: now_ms,
+                pulls: 0,
+                pushes: 0,
+            });
             debug!(device, "sync session created");
         }
         let session = self
@@ -92,6 +86,19 @@ impl Sessions {
             .expect("the session was just ensured");
         session.info.last_contact_ms = now_ms;
         session
+    }
+
+    /// Adds a session with nothing remembered yet, dropping the least recently
+    /// seen one when full.
+    fn insert(&mut self, info: SessionInfo) {
+        let session = SyncSession {
+            ops: LruCache::new(self.remembered_ops),
+            info,
+        };
+        let device = session.info.device.clone();
+        if let Some((evicted, _)) = self.sessions.push(device, session) {
+            info!(device = %evicted, "session limit reached: dropped the least recently seen session");
+        }
     }
 
     /// Drops sessions idle for longer than the expiry.
@@ -145,15 +152,10 @@ impl Sessions {
 
     /// Puts back a session as it was logged (the newest contact last).
     pub(crate) fn restore(&mut self, info: SessionInfo) {
-        if let Some(session) = self.sessions.get_mut(&info.device) {
-            session.info = info;
-            return;
+        match self.sessions.get_mut(&info.device) {
+            Some(session) => session.info = info,
+            None => self.insert(info),
         }
-        let session = SyncSession {
-            info: info.clone(),
-            ops: LruCache::new(self.remembered_ops),
-        };
-        self.sessions.push(info.device, session);
     }
 
     /// Puts back a remembered operation result.

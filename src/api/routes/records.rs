@@ -14,7 +14,9 @@ use crate::api::routes::{
 };
 use crate::api::state::AppState;
 use crate::crdt::{ClientId, Value};
-use crate::engine::{Direction, Filter as RowFilter, FilterOp, PageToken, Query, Row};
+use crate::engine::{
+    Direction, Filter as RowFilter, FilterOp, OperatorShape, PageToken, Query, Row,
+};
 use crate::schema::{Fields, TableSchema};
 
 type Object = serde_json::Map<String, serde_json::Value>;
@@ -532,21 +534,23 @@ fn engine_filter(schema: &TableSchema, filter: &QueryFilter) -> Result<RowFilter
             .from_json(json)
             .map_err(|mismatch| bad(format!("filter on `{}`: {mismatch}", filter.field)))
     };
-    let op = match filter.op.as_str() {
-        "eq" => FilterOp::Eq(typed(&filter.value)?),
-        "ne" => FilterOp::Ne(typed(&filter.value)?),
-        "lt" => FilterOp::Lt(typed(&filter.value)?),
-        "le" => FilterOp::Le(typed(&filter.value)?),
-        "gt" => FilterOp::Gt(typed(&filter.value)?),
-        "ge" => FilterOp::Ge(typed(&filter.value)?),
-        "in" => {
+    let shape = FilterOp::shape(&filter.op).ok_or_else(|| {
+        bad(format!(
+            "unknown filter operator `{}`; use {}",
+            filter.op,
+            FilterOp::NAMES
+        ))
+    })?;
+    let op = match shape {
+        OperatorShape::One(make) => make(typed(&filter.value)?),
+        OperatorShape::List => {
             let items = filter
                 .value
                 .as_array()
                 .ok_or_else(|| bad(format!("filter on `{}`: `in` takes an array", filter.field)))?;
             FilterOp::In(items.iter().map(typed).collect::<Result<_, _>>()?)
         }
-        "prefix" => {
+        OperatorShape::Text => {
             let prefix = filter.value.as_str().ok_or_else(|| {
                 bad(format!(
                     "filter on `{}`: `prefix` takes a string",
@@ -555,7 +559,6 @@ fn engine_filter(schema: &TableSchema, filter: &QueryFilter) -> Result<RowFilter
             })?;
             FilterOp::Prefix(prefix.to_owned())
         }
-        other => return Err(bad(format!("unknown filter operator `{other}`"))),
     };
     Ok(RowFilter::new(filter.field.clone(), op))
 }

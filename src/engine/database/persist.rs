@@ -565,23 +565,14 @@ impl Restore<'_> {
                     state.log.next_seq()
                 ));
             }
-            let bytes = Chunk::from(&*chunk.bytes);
-            state.document_bytes += chunk_cost(&bytes);
             let stamp = Stamp {
                 physical_ms: chunk.ms,
                 logical: chunk.logical,
             };
             self.latest_stamp = self.latest_stamp.max(stamp);
-            state.log.push(LogEntry {
-                seq: chunk.seq,
-                table: table_id,
-                slot,
-                stamp,
-                origin: ClientId::from(chunk.origin.as_ref()),
-                change: Arc::clone(&bytes),
-            });
-            state.tables[usize::from(table_id)].push_chunk(slot, chunk.seq, bytes);
-            latest = Some(chunk.seq);
+            let origin = ClientId::from(chunk.origin.as_ref());
+            let bytes = Chunk::from(&*chunk.bytes);
+            latest = Some(state.append_change(table_id, slot, stamp, origin, bytes));
         }
         let table = &mut state.tables[usize::from(table_id)];
         let row = Row::from_encoded(entry.row.as_ref().into());

@@ -488,22 +488,10 @@ impl State {
         let mut seqs = Vec::with_capacity(update.logged.len());
         let mut journaled = Vec::new();
         for (bytes, stamp) in update.logged {
-            self.document_bytes += chunk_cost(&bytes);
-            let seq = self.log.next_seq();
-            let entry = LogEntry {
-                seq,
-                table: table_id,
-                slot,
-                stamp,
-                origin: origin.clone(),
-                change: bytes.clone(),
-            };
-            self.log.push(entry);
             if self.journal.is_some() {
-                journaled.push((seq, stamp, Arc::clone(&bytes)));
+                journaled.push((self.log.next_seq(), stamp, Arc::clone(&bytes)));
             }
-            self.tables[usize::from(table_id)].push_chunk(slot, seq, bytes);
-            seqs.push(seq);
+            seqs.push(self.append_change(table_id, slot, stamp, origin.clone(), bytes));
         }
         self.compact_if_due(table_id, slot, &update.record);
         let table = &mut self.tables[usize::from(table_id)];
@@ -516,6 +504,31 @@ impl State {
         let now = self.clock.last();
         self.trim_log(now);
         Ok(seqs)
+    }
+
+    /// Gives a new change of a record the next sequence number: into the
+    /// change log and onto the record's chunks, sharing its bytes. Returns the
+    /// sequence number.
+    pub(super) fn append_change(
+        &mut self,
+        table_id: u16,
+        slot: u32,
+        stamp: Stamp,
+        origin: ClientId,
+        bytes: Chunk,
+    ) -> u64 {
+        self.document_bytes += chunk_cost(&bytes);
+        let seq = self.log.next_seq();
+        self.log.push(LogEntry {
+            seq,
+            table: table_id,
+            slot,
+            stamp,
+            origin,
+            change: Arc::clone(&bytes),
+        });
+        self.tables[usize::from(table_id)].push_chunk(slot, seq, bytes);
+        seq
     }
 
     /// Replaces a record's many chunks by one saved document.
