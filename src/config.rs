@@ -8,10 +8,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod load;
+mod notify;
 mod server;
 mod storage;
 
 pub use load::{ConfigSource, LoadError};
+pub use notify::{LiveConfig, WebhookConfig};
 pub use server::{
     AccessRule, AuthConfig, Config, DEV_ADMIN_KEY, DEV_JWT_SECRET, LimitsConfig, ServerConfig,
 };
@@ -65,6 +67,45 @@ pub struct EngineConfig {
     /// saved document (default 8).
     pub compact_after_chunks: usize,
     pub retention: RetentionPolicy,
+    /// How long conflict records are kept (default 100,000 records, 30 days).
+    /// Open manual conflicts are kept until resolved, whatever their age.
+    pub conflicts: KeepPolicy,
+    /// How long events are kept for webhook delivery and replay (default
+    /// 100,000 events, 7 days). An endpoint further behind loses the oldest.
+    pub events: KeepPolicy,
+}
+
+/// A bound on a kept history: the oldest entries go once there are more than
+/// `max_entries` or they are older than `max_age_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeepPolicy {
+    pub max_entries: usize,
+    pub max_age_ms: u64,
+}
+
+impl KeepPolicy {
+    const DAY_MS: u64 = 86_400_000;
+
+    fn conflicts() -> KeepPolicy {
+        KeepPolicy {
+            max_entries: 100_000,
+            max_age_ms: 30 * KeepPolicy::DAY_MS,
+        }
+    }
+
+    fn events() -> KeepPolicy {
+        KeepPolicy {
+            max_entries: 100_000,
+            max_age_ms: 7 * KeepPolicy::DAY_MS,
+        }
+    }
+}
+
+impl Default for KeepPolicy {
+    fn default() -> KeepPolicy {
+        KeepPolicy::events()
+    }
 }
 
 impl Default for EngineConfig {
@@ -77,6 +118,8 @@ impl Default for EngineConfig {
             max_query_rows: 10_000,
             compact_after_chunks: 8,
             retention: RetentionPolicy::default(),
+            conflicts: KeepPolicy::conflicts(),
+            events: KeepPolicy::events(),
         }
     }
 }
@@ -174,6 +217,11 @@ pub enum ConfigError {
         "the development admin key or token secret would be exposed on {listen}: set `auth.admin_keys` and `auth.jwt_secret`, or listen on a loopback address"
     )]
     DevelopmentSecretsExposed { listen: std::net::SocketAddr },
+    #[error("`{setting}`: {problem}")]
+    Invalid {
+        setting: &'static str,
+        problem: String,
+    },
 }
 
 impl EngineConfig {
@@ -187,6 +235,12 @@ impl EngineConfig {
         at_least("max_record_bytes", self.max_record_bytes as u64, 1 << 10)?;
         at_least("max_query_rows", self.max_query_rows as u64, 1)?;
         at_least("compact_after_chunks", self.compact_after_chunks as u64, 1)?;
+        at_least(
+            "conflicts.max_entries",
+            self.conflicts.max_entries as u64,
+            1,
+        )?;
+        at_least("events.max_entries", self.events.max_entries as u64, 1)?;
         at_least(
             "retention.max_entries",
             self.retention.max_entries as u64,

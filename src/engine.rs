@@ -13,6 +13,7 @@
 //!   limit: near it the engine trims the document cache and the change log, then
 //!   refuses writes while reads and deletes keep working.
 
+mod audit;
 mod cache;
 mod changelog;
 mod database;
@@ -22,13 +23,17 @@ mod query;
 mod row;
 mod table;
 
+pub use audit::{
+    ConflictCandidate, ConflictFilter, ConflictPage, ConflictRecord, ConflictResolution, Event,
+    EventKind, EventKinds,
+};
 pub use changelog::CursorTooOld;
 pub(crate) use database::Restore;
 pub use database::{
     Database, EngineStats, ExportCursor, ExportPage, ExportedRecord, FullAccess, LoggedChange,
-    ManualClock, MemoryStats, MergeOutcome, PatchOutcome, Payload, RowAccess, ScanRequest,
-    ScanResult, ScannedRecord, ScannedState, SystemClock, TableScope, WallClock, WriteOutcome,
-    Writer,
+    ManualClock, MemoryStats, MergeOutcome, PatchOutcome, Payload, PolicyChange, PolicyOutcome,
+    RowAccess, ScanRequest, ScanResult, ScannedRecord, ScannedState, SystemClock, TableScope,
+    WallClock, WriteOutcome, Writer,
 };
 pub use error::{EngineError, ReadError, SchemaError, WriteError};
 pub use query::{

@@ -58,6 +58,8 @@ pub use policy::{
     Candidate, ClientPriority, ConflictSet, Custom, LastWriterWins, Manual, Max, MergePolicy, Min,
     OpId, PolicyRegistry, PolicySet, PolicySpec, Resolution, SetUnion, Sum, resolve,
 };
-pub use record::{DELETED_FIELD, Edit, MergeReport, Record, STAMP_MESSAGE_PREFIX, StampMeta};
+pub use record::{
+    DELETED_FIELD, Edit, MergeReport, POLICY_FIELD, Record, STAMP_MESSAGE_PREFIX, StampMeta,
+};
 pub use value::{Value, ValueKind};
 pub use version::{Causality, VersionVector};

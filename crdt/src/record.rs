@@ -32,6 +32,11 @@ use crate::version::{Causality, VersionVector};
 /// The reserved root key that marks a deleted record.
 pub const DELETED_FIELD: &str = "_deleted";
 
+/// The reserved root key a server writes when its policies now show a record
+/// differently: a change that carries no data but moves the record forward,
+/// so every replica fetches the visible row the new policies give.
+pub const POLICY_FIELD: &str = "_policy";
+
 /// The prefix of the change message that carries a write's stamp and writer.
 pub const STAMP_MESSAGE_PREFIX: &str = "msdb1";
 
@@ -277,6 +282,30 @@ impl Record {
     /// [`RecordError::Write`] when automerge refuses the operation.
     pub fn delete(&mut self, meta: &StampMeta) -> Result<Option<Change>, RecordError> {
         self.commit(&[], Some(true), meta, None)
+    }
+
+    /// Writes the policy mark ([`POLICY_FIELD`]) with the table's policy
+    /// version: a change with no data, made when the visible row changed
+    /// because the policies did.
+    ///
+    /// # Errors
+    ///
+    /// [`RecordError::Write`] when automerge refuses the operation.
+    pub fn mark_policy(
+        &mut self,
+        version: u64,
+        meta: &StampMeta,
+    ) -> Result<Option<Change>, RecordError> {
+        let mut transaction = self.doc.transaction();
+        if let Err(source) = transaction.put(ROOT, POLICY_FIELD, version) {
+            transaction.rollback();
+            return Err(RecordError::Write {
+                field: POLICY_FIELD.to_owned(),
+                source: Box::new(source),
+            });
+        }
+        let (hash, _) = transaction.commit_with(meta.commit_options());
+        Ok(hash.and_then(|hash| self.doc.get_change_by_hash(&hash)))
     }
 
     /// Clears the tombstone and applies `edits` in the same change.

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, EngineConfig, StorageConfig, SyncConfig, at_least, duration_secs};
+use super::{
+    ConfigError, EngineConfig, LiveConfig, StorageConfig, SyncConfig, WebhookConfig, at_least,
+    duration_secs,
+};
 
 /// The development admin key of the embedded default. The server refuses it on
 /// any address but loopback.
@@ -25,6 +28,8 @@ pub struct Config {
     pub engine: EngineConfig,
     pub sync: SyncConfig,
     pub storage: StorageConfig,
+    pub live: LiveConfig,
+    pub webhooks: WebhookConfig,
     /// Access rules by table name; a table without one is reachable by admin keys
     /// only.
     pub access: BTreeMap<String, AccessRule>,
@@ -185,6 +190,8 @@ impl Config {
         self.engine.validate()?;
         self.sync.validate()?;
         self.storage.validate()?;
+        self.live.validate()?;
+        self.webhooks.validate()?;
         at_least(
             "server.max_connections",
             self.server.max_connections as u64,

@@ -27,11 +27,13 @@ use crate::engine::table::{MAX_TABLES, Table};
 use crate::schema::{Fields, TableSchema};
 use crate::storage::Journal;
 
+mod audit;
 mod export;
 mod persist;
 mod scan;
 mod state;
 
+pub use audit::{PolicyChange, PolicyOutcome};
 pub use export::{ExportCursor, ExportPage, ExportedRecord};
 pub(crate) use persist::Restore;
 pub use scan::{
@@ -298,6 +300,37 @@ pub struct Database {
     state: Arc<RwLock<State>>,
     /// The journal writes wait on, once storage is attached.
     journal: Arc<OnceLock<Journal>>,
+    /// The latest sequence number and event id, announced after each write
+    /// for long polls, change streams and webhook workers.
+    watches: Arc<Watches>,
+}
+
+#[derive(Debug)]
+struct Watches {
+    seq: tokio::sync::watch::Sender<u64>,
+    event: tokio::sync::watch::Sender<u64>,
+}
+
+impl Watches {
+    fn new() -> Watches {
+        Watches {
+            seq: tokio::sync::watch::Sender::new(0),
+            event: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// Moves each watch forward (never back) and wakes its receivers.
+    fn announce(&self, seq: u64, event: u64) {
+        for (watch, latest) in [(&self.seq, seq), (&self.event, event)] {
+            watch.send_if_modified(|current| {
+                let newer = latest > *current;
+                if newer {
+                    *current = latest;
+                }
+                newer
+            });
+        }
+    }
 }
 
 impl Database {
@@ -335,11 +368,27 @@ impl Database {
             settings: BTreeMap::new(),
             journal: None,
             pending_lsn: None,
+            conflicts: crate::engine::audit::ConflictLog::default(),
+            events: crate::engine::audit::EventLog::default(),
         };
         Ok(Database {
             state: Arc::new(RwLock::new(state)),
             journal: Arc::new(OnceLock::new()),
+            watches: Arc::new(Watches::new()),
         })
+    }
+
+    /// A receiver of the latest sequence number: it changes after every
+    /// accepted change, so a long poll or a change stream waits on it instead
+    /// of polling. The number it shows may not be durable yet; a pull serves
+    /// only what is.
+    pub fn watch_seq(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.watches.seq.subscribe()
+    }
+
+    /// A receiver of the latest event id (see [`Database::events_after`]).
+    pub fn watch_events(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.watches.event.subscribe()
     }
 
     fn read(&self) -> RwLockReadGuard<'_, State> {
@@ -392,6 +441,17 @@ impl Database {
                 "table created"
             );
             state.journal_table(&table.schema);
+            if state.events.wants(crate::engine::EventKind::SchemaChanged) {
+                let now = state.wall.now_ms();
+                let data = serde_json::json!({
+                    "table": table.name(),
+                    "version": table.schema.version,
+                    "created": true,
+                    "schema": table.schema,
+                });
+                let name = Some(table.name().to_owned());
+                state.push_event(now, crate::engine::EventKind::SchemaChanged, name, data);
+            }
             state.add_table(table);
             Ok(())
         })

@@ -148,6 +148,8 @@ pub enum WriteError {
     /// Reads go on; writes resume by themselves once the disk takes them again.
     #[error("{reason}")]
     Storage { reason: String },
+    #[error("conflict {id} is resolved already")]
+    ConflictClosed { id: u64 },
     #[error("table `{table}`, record `{record}`: {source}")]
     ClockSkew {
         table: String,
@@ -174,6 +176,8 @@ pub enum ReadError {
     Query(#[from] QueryError),
     #[error(transparent)]
     CursorTooOld(#[from] CursorTooOld),
+    #[error("conflict {id} does not exist (or is older than the conflict retention)")]
+    UnknownConflict { id: u64 },
     #[error("table `{table}`, record `{record}`: the stored document cannot be read: {source}")]
     Corrupt {
         table: String,
@@ -218,6 +222,7 @@ impl WriteError {
             WriteError::MemoryLimit { .. } => "memory_limit",
             WriteError::ClockSkew { .. } => "clock_skew",
             WriteError::Storage { .. } => "storage_unavailable",
+            WriteError::ConflictClosed { .. } => "conflict_closed",
             WriteError::Record { source, .. } => match source {
                 RecordError::MissingDependencies { .. } => "missing_dependencies",
                 RecordError::UnknownHeads { .. } => "unknown_base",
@@ -237,6 +242,7 @@ impl EngineError {
             EngineError::Read(ReadError::Query(_)) => "bad_query",
             EngineError::Read(ReadError::CursorTooOld(_)) => "cursor_too_old",
             EngineError::Read(ReadError::Corrupt { .. }) => "corrupt_record",
+            EngineError::Read(ReadError::UnknownConflict { .. }) => "unknown_conflict",
             EngineError::Schema(_) => "bad_schema",
             EngineError::Config(_) => "bad_config",
         }

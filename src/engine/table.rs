@@ -87,6 +87,9 @@ pub(crate) struct Table {
     by_seq: BTreeMap<u64, u32>,
     /// Slots with a manual conflict still open.
     open_conflicts: BTreeSet<u32>,
+    /// Slots that had concurrent values in a field when last seen (a superset
+    /// of those that have them now): what a policy change must look at again.
+    conflicted: BTreeSet<u32>,
     live: usize,
     /// Heap bytes of the visible rows.
     row_bytes: usize,
@@ -118,6 +121,7 @@ impl Table {
             deferred_indexes: false,
             by_seq: BTreeMap::new(),
             open_conflicts: BTreeSet::new(),
+            conflicted: BTreeSet::new(),
             live: 0,
             row_bytes: 0,
             id_bytes: 0,
@@ -273,6 +277,36 @@ impl Table {
     /// Slots with open manual conflicts.
     pub(crate) fn open_conflicts(&self) -> impl Iterator<Item = u32> + '_ {
         self.open_conflicts.iter().copied()
+    }
+
+    /// Notes whether a slot may hold concurrent values.
+    pub(crate) fn set_conflicted(&mut self, slot: u32, conflicted: bool) {
+        if conflicted {
+            self.conflicted.insert(slot);
+        } else {
+            self.conflicted.remove(&slot);
+        }
+    }
+
+    pub(crate) fn is_conflicted(&self, slot: u32) -> bool {
+        self.conflicted.contains(&slot)
+    }
+
+    /// Slots that may hold concurrent values.
+    pub(crate) fn conflicted(&self) -> Vec<u32> {
+        self.conflicted.iter().copied().collect()
+    }
+
+    /// Replaces the table's policies (the schema's `policy` and
+    /// `field_policies`), built from `registry`; nothing changes on error.
+    pub(crate) fn set_policies(
+        &mut self,
+        schema: TableSchema,
+        registry: &PolicyRegistry,
+    ) -> Result<(), SchemaError> {
+        self.policies = build_policies(&schema, registry)?;
+        self.schema = schema;
+        Ok(())
     }
 
     /// The visible row of `record` under this table's policies, and whether a

@@ -10,6 +10,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::{ConflictRecord, Event};
 use crate::sync::message::OpResult;
 use crate::sync::session::{SavedSession, SessionInfo};
 
@@ -60,6 +61,21 @@ pub(crate) enum Entry<'a> {
     Sessions(Vec<SavedSession>),
     /// Snapshot: the last frame; a snapshot without it is incomplete.
     SnapshotEnd(SnapshotEnd),
+    /// A table's policies changed (its whole schema as JSON, by table number).
+    Policies {
+        table: u16,
+        #[serde(borrow)]
+        schema: Cow<'a, str>,
+    },
+    /// A conflict was recorded, or a recorded one closed.
+    Conflict(Cow<'a, ConflictRecord>),
+    /// An event was made.
+    Event(Cow<'a, Event>),
+    /// Snapshot: the last conflict id given, and every retained conflict
+    /// record, by id.
+    Conflicts(u64, Vec<ConflictRecord>),
+    /// Snapshot: the last event id given, and every retained event, by id.
+    Events(u64, Vec<Event>),
 }
 
 /// The effects of one write.
@@ -76,6 +92,9 @@ pub(crate) struct WriteEntry<'a> {
     pub(crate) row: Cow<'a, [u8]>,
     pub(crate) deleted: bool,
     pub(crate) open_conflict: bool,
+    /// Whether a field may hold concurrent values (a policy change looks at it).
+    #[serde(default)]
+    pub(crate) conflicted: bool,
 }
 
 /// A change chunk with its sequence number, stamp and writer.
@@ -99,6 +118,9 @@ pub(crate) struct RecordEntry<'a> {
     pub(crate) latest_seq: u64,
     pub(crate) deleted: bool,
     pub(crate) open_conflict: bool,
+    /// Whether a field may hold concurrent values (a policy change looks at it).
+    #[serde(default)]
+    pub(crate) conflicted: bool,
     #[serde(borrow, with = "serde_bytes")]
     pub(crate) row: Cow<'a, [u8]>,
     /// Storage chunks with the sequence number of their latest change.

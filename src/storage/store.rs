@@ -610,6 +610,14 @@ fn load_snapshot(
                 restore.records(table, batch)
             }
             Entry::LogEntries(entries) => restore.log_entries(entries),
+            Entry::Conflicts(last_id, conflicts) => {
+                restore.conflicts(last_id, conflicts);
+                Ok(())
+            }
+            Entry::Events(last_id, events) => {
+                restore.events(last_id, events);
+                Ok(())
+            }
             Entry::Sessions(sessions) => {
                 sync.restore_sessions(sessions);
                 Ok(())
@@ -659,6 +667,15 @@ fn apply(
     match entry {
         Entry::Table { schema } => restore.table(&schema),
         Entry::Write(write) => restore.write(write),
+        Entry::Policies { table, schema } => restore.policies(table, &schema),
+        Entry::Conflict(conflict) => {
+            restore.conflict(conflict.into_owned());
+            Ok(())
+        }
+        Entry::Event(event) => {
+            restore.event(event.into_owned());
+            Ok(())
+        }
         Entry::Setting { key, value } => {
             restore.setting(&key, value.as_deref());
             Ok(())

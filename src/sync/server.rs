@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use mobilesyncdb_crdt::{Causality, Change, ChangeHash, ClientId};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::compress::{CompressionStats, Compressor, StatsSnapshot};
 use crate::config::SyncConfig;
@@ -407,6 +407,9 @@ impl SyncServer {
             tables,
         };
         let (message, checksum) = batch::seal_batch(&body);
+        if body.catch_up && request.cursor == base {
+            self.note_too_stale(&request.device, base, scan.horizon);
+        }
         self.note_served(&request.device, scan.next_cursor, checksum);
         debug!(
             device = %request.device,
@@ -689,6 +692,24 @@ impl SyncServer {
         }
         if changed {
             self.note_session(info);
+        }
+    }
+
+    /// Announces a device whose cursor was older than the change log's
+    /// horizon: it catches up record by record (`client.too_stale`).
+    fn note_too_stale(&self, device: &str, cursor: u64, horizon: u64) {
+        info!(
+            device,
+            cursor, horizon, "a device's cursor is older than the change log; catching up"
+        );
+        let data = serde_json::json!({
+            "device": device,
+            "cursor": cursor,
+            "horizon": horizon,
+        });
+        let db = self.database();
+        if let Err(error) = db.emit_event(crate::engine::EventKind::ClientTooStale, None, data) {
+            warn!(device, %error, "the client.too_stale event could not be recorded");
         }
     }
 

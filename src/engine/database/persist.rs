@@ -13,6 +13,7 @@ use mobilesyncdb_crdt::{ClientId, Stamp};
 
 use super::state::{State, chunk_cost};
 use super::{Database, EngineError};
+use crate::engine::audit::{ConflictRecord, Event};
 use crate::engine::changelog::{Chunk, LogEntry};
 use crate::engine::error::WriteError;
 use crate::engine::row::Row;
@@ -40,11 +41,13 @@ impl Database {
         if let Some(journal) = journal {
             journal.check_healthy().map_err(storage_error)?;
         }
-        let (result, lsn) = {
+        let (result, lsn, latest) = {
             let mut state = self.write();
             let result = write(&mut state);
-            (result, state.pending_lsn.take())
+            let latest = (state.log.latest_seq(), state.events.latest_id());
+            (result, state.pending_lsn.take(), latest)
         };
+        self.watches.announce(latest.0, latest.1);
         let outcome = result.map_err(Into::into)?;
         if let (Some(journal), Some(lsn), false) = (journal, lsn, defer) {
             journal.wait(lsn).map_err(storage_error)?;
@@ -72,7 +75,31 @@ impl Database {
     ///
     /// [`WriteError::Storage`] when storage refuses writes.
     pub fn put_setting(&self, key: &str, value: Option<String>) -> Result<(), EngineError> {
-        self.commit(false, |state| {
+        self.store_setting(key, value, false)
+    }
+
+    /// As [`Database::put_setting`], without waiting for the setting to be
+    /// durable: for progress markers where losing the last few to a crash
+    /// only repeats work (a webhook endpoint's delivered position).
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError::Storage`] when storage refuses writes.
+    pub fn put_setting_eventually(
+        &self,
+        key: &str,
+        value: Option<String>,
+    ) -> Result<(), EngineError> {
+        self.store_setting(key, value, true)
+    }
+
+    fn store_setting(
+        &self,
+        key: &str,
+        value: Option<String>,
+        defer: bool,
+    ) -> Result<(), EngineError> {
+        self.commit(defer, |state| {
             if let Some(journal) = &state.journal {
                 let entry = Entry::Setting {
                     key: Cow::Borrowed(key),
@@ -156,6 +183,7 @@ impl Database {
                         latest_seq: record.latest_seq,
                         deleted: record.deleted,
                         open_conflict: table.has_open_conflict(slot as u32),
+                        conflicted: table.is_conflicted(slot as u32),
                         row: record.row.encoded().into(),
                         chunks: record
                             .chunks
@@ -199,6 +227,8 @@ impl Database {
                 .collect(),
             tables,
             log,
+            conflicts: (state.conflicts.last_id(), state.conflicts.all()),
+            events: (state.events.latest_id(), state.events.all()),
         };
         let cut = cut()?;
         Ok((copy, cut))
@@ -213,6 +243,8 @@ pub(crate) struct EngineCopy {
     schemas: Vec<String>,
     tables: Vec<Vec<RecordCopy>>,
     log: Vec<LogCopy>,
+    conflicts: (u64, Vec<ConflictRecord>),
+    events: (u64, Vec<Event>),
 }
 
 #[derive(Debug)]
@@ -222,6 +254,7 @@ struct RecordCopy {
     latest_seq: u64,
     deleted: bool,
     open_conflict: bool,
+    conflicted: bool,
     row: Box<[u8]>,
     chunks: Vec<(u64, Chunk)>,
 }
@@ -277,6 +310,7 @@ impl EngineCopy {
                         latest_seq: record.latest_seq,
                         deleted: record.deleted,
                         open_conflict: record.open_conflict,
+                        conflicted: record.conflicted,
                         row: Cow::Borrowed(&record.row),
                         chunks: record
                             .chunks
@@ -308,6 +342,11 @@ impl EngineCopy {
             put(&Entry::LogEntries(batch))?;
         }
         counts.log_entries = self.log.len() as u64;
+        put(&Entry::Conflicts(
+            self.conflicts.0,
+            self.conflicts.1.clone(),
+        ))?;
+        put(&Entry::Events(self.events.0, self.events.1.clone()))?;
         Ok(counts)
     }
 }
@@ -357,6 +396,18 @@ impl State {
         }
     }
 
+    /// Logs a change of a table's policies.
+    pub(super) fn journal_policies(&mut self, table_id: u16) {
+        if let Some(journal) = &self.journal {
+            let schema = &self.tables[usize::from(table_id)].schema;
+            let entry = Entry::Policies {
+                table: table_id,
+                schema: Cow::Owned(serde_json::to_string(schema).expect("schemas serialize")),
+            };
+            self.pending_lsn = Some(journal.append(&entry.encode(), None));
+        }
+    }
+
     /// Logs a stored write: its new chunks and the row and liveness it left.
     pub(super) fn journal_write(
         &mut self,
@@ -386,6 +437,7 @@ impl State {
             row: Cow::Borrowed(record.row.encoded()),
             deleted: record.deleted,
             open_conflict: table.has_open_conflict(slot),
+            conflicted: table.is_conflicted(slot),
         });
         let seq = chunks.last().map(|(seq, _, _)| *seq);
         self.pending_lsn = Some(journal.append(&entry.encode(), seq));
@@ -475,7 +527,8 @@ impl Restore<'_> {
                 latest_seq: entry.latest_seq,
                 deleted: entry.deleted,
             };
-            target.restore_record(record, entry.open_conflict);
+            let slot = target.restore_record(record, entry.open_conflict);
+            target.set_conflicted(slot, entry.conflicted);
         }
         Ok(())
     }
@@ -577,10 +630,55 @@ impl Restore<'_> {
         let table = &mut state.tables[usize::from(table_id)];
         let row = Row::from_encoded(entry.row.as_ref().into());
         table.set_row(slot, row, entry.deleted, entry.open_conflict);
+        table.set_conflicted(slot, entry.conflicted);
         if let Some(seq) = latest {
             table.touch(slot, seq);
         }
         Ok(())
+    }
+
+    /// A table's policies changed.
+    ///
+    /// # Errors
+    ///
+    /// An unknown table, or policies that do not build.
+    pub(crate) fn policies(&mut self, table: u16, schema: &str) -> Result<(), String> {
+        let schema: TableSchema =
+            serde_json::from_str(schema).map_err(|error| format!("a table schema: {error}"))?;
+        let state = &mut *self.state;
+        let target = state
+            .tables
+            .get_mut(usize::from(table))
+            .ok_or_else(|| format!("policies of unknown table {table}"))?;
+        target
+            .set_policies(schema, &state.registry)
+            .map_err(|error| error.to_string())
+    }
+
+    /// A conflict record, new or closed.
+    pub(crate) fn conflict(&mut self, conflict: ConflictRecord) {
+        self.state.conflicts.insert(conflict);
+    }
+
+    /// An event.
+    pub(crate) fn event(&mut self, event: Event) {
+        self.state.events.restore(event);
+    }
+
+    /// A snapshot's conflict records and the last id given.
+    pub(crate) fn conflicts(&mut self, last_id: u64, conflicts: Vec<ConflictRecord>) {
+        self.state.conflicts.resume_after(last_id);
+        for conflict in conflicts {
+            self.state.conflicts.insert(conflict);
+        }
+    }
+
+    /// A snapshot's events and the last id given.
+    pub(crate) fn events(&mut self, last_id: u64, events: Vec<Event>) {
+        self.state.events.resume_after(last_id);
+        for event in events {
+            self.state.events.restore(event);
+        }
     }
 
     /// A durable setting (`None`: removed).
@@ -606,5 +704,8 @@ impl Restore<'_> {
         state.clock.resume_after(stamp);
         let now = state.clock.last();
         state.trim_log(now);
+        let wall = state.wall.now_ms();
+        state.conflicts.trim(state.config.conflicts, wall);
+        state.events.trim(state.config.events, wall);
     }
 }

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use mobilesyncdb_crdt::{
-    ActorId, Causality, Change, ChangeHash, ClientId, Edit, HybridClock, PolicyRegistry, Record,
-    Stamp, StampMeta, Value,
+    ActorId, Causality, Change, ChangeHash, ClientId, ConflictSet, Edit, HybridClock,
+    PolicyRegistry, Record, Stamp, StampMeta, Value,
 };
 use tracing::{debug, info, warn};
 
@@ -15,6 +15,7 @@ use super::{
     LoggedChange, MemoryStats, MergeOutcome, PatchOutcome, RowAccess, WallClock, WriteOutcome,
 };
 use crate::config::EngineConfig;
+use crate::engine::audit::{ConflictLog, EventLog};
 use crate::engine::cache::DocCache;
 use crate::engine::changelog::{ChangeLog, Chunk, ENTRY_OVERHEAD_BYTES, LogEntry};
 use crate::engine::error::{ReadError, WriteError};
@@ -45,6 +46,10 @@ pub(super) struct State {
     pub(super) journal: Option<Journal>,
     /// The journal position the last write under this lock must wait for.
     pub(super) pending_lsn: Option<u64>,
+    /// Every detected conflict, within retention.
+    pub(super) conflicts: ConflictLog,
+    /// Events for webhooks, within retention.
+    pub(super) events: EventLog,
 }
 
 /// Per-slot bookkeeping beyond the row and chunk bytes.
@@ -312,6 +317,11 @@ impl State {
             });
         }
         let conflicted_fields = self.conflicted_fields(table_id, &record);
+        let detected = if conflicted_fields.is_empty() {
+            Vec::new()
+        } else {
+            self.detect_conflicts(table_id, &record, &report.applied)
+        };
         let (row, open_conflict, deleted) = self.tables[usize::from(table_id)]
             .derive(&record)
             .map_err(|source| record_error(table, id, source))?;
@@ -338,6 +348,7 @@ impl State {
             row,
             open_conflict,
             deleted,
+            detected,
         };
         let seqs = self.store(table_id, existing, id, update, origin)?;
         if report.causality == Causality::Concurrent {
@@ -379,14 +390,14 @@ impl State {
             .collect()
     }
 
-    fn stamp(&mut self, origin: &ClientId) -> StampMeta {
+    pub(super) fn stamp(&mut self, origin: &ClientId) -> StampMeta {
         StampMeta::new(self.clock.tick(self.wall.now_ms()), origin.clone())
     }
 
     /// A record's document: from the cache, or loaded from its saved bytes. Every
     /// cached document came through here or was created with the server's actor,
     /// so it writes as that actor already.
-    fn load(&mut self, table_id: u16, slot: u32) -> Result<Record, WriteError> {
+    pub(super) fn load(&mut self, table_id: u16, slot: u32) -> Result<Record, WriteError> {
         if let Some(record) = self.cache.take(table_id, slot) {
             return Ok(record);
         }
@@ -404,7 +415,7 @@ impl State {
     /// state supersedes every concurrent one, so the row need not be re-derived
     /// from the document unless a manual conflict is open or a deleted record is
     /// revived (its older fields come back).
-    fn commit(
+    pub(super) fn commit(
         &mut self,
         target: Target<'_>,
         mut record: Record,
@@ -432,6 +443,12 @@ impl State {
             });
         };
         let chunk: Chunk = change.raw_bytes().into();
+        let detected = match expected {
+            Expected::Derived => {
+                self.detect_conflicts(table_id, &record, std::slice::from_ref(&change))
+            }
+            Expected::Row(_) | Expected::Deleted => Vec::new(),
+        };
         let table = &self.tables[usize::from(table_id)];
         let deleted = matches!(expected, Expected::Deleted);
         let (row, open_conflict) = match expected {
@@ -450,6 +467,7 @@ impl State {
             row,
             open_conflict,
             deleted,
+            detected,
         };
         let seqs = self.store(table_id, slot, id, update, &meta.writer)?;
         Ok(WriteOutcome {
@@ -485,6 +503,7 @@ impl State {
             Some(slot) => slot,
             None => self.tables[usize::from(table_id)].add_slot(id),
         };
+        let before = Before::of(&self.tables[usize::from(table_id)], slot);
         let mut seqs = Vec::with_capacity(update.logged.len());
         let mut journaled = Vec::new();
         for (bytes, stamp) in update.logged {
@@ -496,10 +515,24 @@ impl State {
         self.compact_if_due(table_id, slot, &update.record);
         let table = &mut self.tables[usize::from(table_id)];
         table.set_row(slot, update.row, update.deleted, update.open_conflict);
+        if !update.detected.is_empty() {
+            table.set_conflicted(slot, true);
+        }
         if let Some(seq) = seqs.last() {
             table.touch(slot, *seq);
         }
         self.journal_write(table_id, slot, &journaled, origin);
+        if let Some(seq) = seqs.last() {
+            let written = Written {
+                table: table_id,
+                slot,
+                seq: *seq,
+                origin,
+                record: &update.record,
+                before,
+            };
+            self.note_write(&written, update.detected);
+        }
         self.cache.put(table_id, slot, update.record);
         let now = self.clock.last();
         self.trim_log(now);
@@ -572,7 +605,7 @@ impl State {
 /// The record a write goes to: its table, its slot (none yet for a new record)
 /// and its id.
 #[derive(Clone, Copy)]
-struct Target<'a> {
+pub(super) struct Target<'a> {
     table: u16,
     slot: Option<u32>,
     id: &'a str,
@@ -581,7 +614,12 @@ struct Target<'a> {
 }
 
 impl<'a> Target<'a> {
-    fn existing(table: u16, slot: u32, id: &'a str, access: &'a dyn RowAccess) -> Target<'a> {
+    pub(super) fn existing(
+        table: u16,
+        slot: u32,
+        id: &'a str,
+        access: &'a dyn RowAccess,
+    ) -> Target<'a> {
         Target {
             table,
             slot: Some(slot),
@@ -624,7 +662,7 @@ fn kept_in_reach(
 }
 
 /// The visible row a local write will leave.
-enum Expected {
+pub(super) enum Expected {
     /// This row (predicted from the edits).
     Row(Row),
     /// Whatever the document resolves to.
@@ -641,6 +679,38 @@ struct Update {
     row: Row,
     open_conflict: bool,
     deleted: bool,
+    /// Conflicts the write's changes made.
+    detected: Vec<ConflictSet>,
+}
+
+/// A record as it was before a write.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Before {
+    pub(super) live: bool,
+    pub(super) open_conflict: bool,
+}
+
+impl Before {
+    fn of(table: &Table, slot: u32) -> Before {
+        let record = table.record(slot);
+        // A new slot starts deleted with no chunks.
+        let live = !record.deleted && !record.chunks.is_empty();
+        Before {
+            live,
+            open_conflict: table.has_open_conflict(slot),
+        }
+    }
+}
+
+/// A stored write, for the audit and events.
+pub(super) struct Written<'a> {
+    pub(super) table: u16,
+    pub(super) slot: u32,
+    /// The sequence number of its last change.
+    pub(super) seq: u64,
+    pub(super) origin: &'a ClientId,
+    pub(super) record: &'a Record,
+    pub(super) before: Before,
 }
 
 /// Drops one reference to a chunk, and its bytes from the count when it was the last.
