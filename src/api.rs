@@ -34,6 +34,7 @@ use crate::config::Config;
 use crate::engine::Database;
 use crate::storage::Store;
 use crate::sync::SyncServer;
+use crate::webhook::Webhooks;
 
 /// A server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,8 @@ pub enum StartError {
     Engine(#[from] crate::engine::EngineError),
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
+    #[error(transparent)]
+    Webhooks(#[from] crate::webhook::WebhookError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -90,7 +93,8 @@ pub async fn start_durable(
             ))
         })??;
     let addr = config.server.listen;
-    let state = AppState::with_store(config, opened.sync, opened.store);
+    let webhooks = Webhooks::start(opened.sync.database().clone(), config.webhooks.clone())?;
+    let state = AppState::with_store(config, opened.sync, opened.store, webhooks);
     serve::start(state)
         .await
         .map_err(|source| StartError::Bind { addr, source })
@@ -105,7 +109,8 @@ pub async fn start_with(config: Config, db: Database) -> Result<ServerHandle, St
     config.validate()?;
     let sync = SyncServer::new(db, config.sync.clone())?;
     let addr = config.server.listen;
-    let state = AppState::new(config, sync);
+    let webhooks = Webhooks::start(sync.database().clone(), config.webhooks.clone())?;
+    let state = AppState::new(config, sync, webhooks);
     serve::start(state)
         .await
         .map_err(|source| StartError::Bind { addr, source })

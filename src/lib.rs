@@ -13,6 +13,7 @@
 //! - [`client`]: the reference client: a local replica that syncs over any transport.
 //! - [`transfer`]: export and import of whole tables or the whole database, as files.
 //! - [`storage`]: durability: the data directory's journal and snapshots.
+//! - [`webhook`]: outgoing webhooks: Standard Webhooks signing and the SSRF guard.
 
 pub mod api;
 pub mod client;
@@ -24,6 +25,7 @@ pub mod schema;
 pub mod storage;
 pub mod sync;
 pub mod transfer;
+pub mod webhook;
 
 pub use mobilesyncdb_crdt as crdt;
 

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::engine::Database;
 use crate::storage::Store;
 use crate::sync::SyncServer;
+use crate::webhook::Webhooks;
 
 /// The server's shared state. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -30,20 +31,31 @@ struct Inner {
     started: Instant,
     /// The data directory, when the server has one.
     store: Option<Store>,
+    webhooks: Webhooks,
 }
 
 impl AppState {
     /// State for a server on `sync`'s database, in memory.
-    pub fn new(config: Config, sync: SyncServer) -> AppState {
-        AppState::build(config, sync, None)
+    pub fn new(config: Config, sync: SyncServer, webhooks: Webhooks) -> AppState {
+        AppState::build(config, sync, None, webhooks)
     }
 
     /// State for a server on a data directory.
-    pub fn with_store(config: Config, sync: SyncServer, store: Store) -> AppState {
-        AppState::build(config, sync, Some(store))
+    pub fn with_store(
+        config: Config,
+        sync: SyncServer,
+        store: Store,
+        webhooks: Webhooks,
+    ) -> AppState {
+        AppState::build(config, sync, Some(store), webhooks)
     }
 
-    fn build(config: Config, sync: SyncServer, store: Option<Store>) -> AppState {
+    fn build(
+        config: Config,
+        sync: SyncServer,
+        store: Option<Store>,
+        webhooks: Webhooks,
+    ) -> AppState {
         let limits = &config.limits;
         let limiter = RateLimiter::new(
             limits.requests_per_second,
@@ -58,6 +70,7 @@ impl AppState {
                 metrics: Metrics::new(),
                 started: Instant::now(),
                 store,
+                webhooks,
                 sync,
                 config,
             }),
@@ -67,6 +80,11 @@ impl AppState {
     /// The data directory, when the server has one.
     pub fn store(&self) -> Option<&Store> {
         self.inner.store.as_ref()
+    }
+
+    /// Outgoing webhooks.
+    pub fn webhooks(&self) -> &Webhooks {
+        &self.inner.webhooks
     }
 
     pub fn config(&self) -> &Config {
