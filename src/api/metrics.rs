@@ -32,9 +32,11 @@ const REQUEST_BYTES: &str = "msdb_http_request_bytes_total";
 const RESPONSE_BYTES: &str = "msdb_http_response_bytes_total";
 const RATE_LIMITED: &str = "msdb_http_rate_limited_total";
 const AUTH_FAILURES: &str = "msdb_auth_failures_total";
+const LONG_POLLS: &str = "msdb_long_polls_total";
+const STREAMS_OPEN: &str = "msdb_change_streams_open";
 
 /// Names that a [`Gauge`] must not reuse: a family may appear only once.
-const BUILT_IN_NAMES: [&str; 9] = [
+const BUILT_IN_NAMES: [&str; 11] = [
     REQUESTS,
     DURATION,
     DURATION_BUCKET,
@@ -44,6 +46,8 @@ const BUILT_IN_NAMES: [&str; 9] = [
     RESPONSE_BYTES,
     RATE_LIMITED,
     AUTH_FAILURES,
+    LONG_POLLS,
+    STREAMS_OPEN,
 ];
 
 /// Whether a [`Gauge`] sample is a level or a running total.
@@ -74,6 +78,10 @@ pub(crate) struct Metrics {
     /// and formats after releasing it.
     registry: Mutex<Registry>,
     rate_limited: AtomicU64,
+    /// Pulls that asked to wait for changes (`wait_ms`).
+    long_polls: AtomicU64,
+    /// Change streams open now.
+    streams_open: AtomicU64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -132,6 +140,25 @@ impl Metrics {
         self.rate_limited.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one long-poll pull.
+    pub(crate) fn record_long_poll(&self) {
+        self.long_polls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A change stream opened; [`Metrics::stream_closed`] once it ends.
+    pub(crate) fn stream_opened(&self) {
+        self.streams_open.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stream_closed(&self) {
+        // Paired with `stream_opened`, so it never goes below zero; saturate anyway.
+        let _ = self
+            .streams_open
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+                Some(open.saturating_sub(1))
+            });
+    }
+
     /// Counts one failed authentication; `reason` is a fixed name such as
     /// `"expired_token"`.
     pub(crate) fn record_auth_failure(&self, reason: &'static str) {
@@ -150,6 +177,12 @@ impl Metrics {
         exposition.family(RATE_LIMITED, help, "counter");
         exposition.sample(RATE_LIMITED, &[], self.rate_limited.load(Ordering::Relaxed));
         registry.write_auth_failures(&mut exposition);
+        let help = "Sync pulls that asked to wait for changes (long polls).";
+        exposition.family(LONG_POLLS, help, "counter");
+        exposition.sample(LONG_POLLS, &[], self.long_polls.load(Ordering::Relaxed));
+        let help = "Change streams (server-sent events) open now.";
+        exposition.family(STREAMS_OPEN, help, "gauge");
+        exposition.sample(STREAMS_OPEN, &[], self.streams_open.load(Ordering::Relaxed));
         write_gauges(&mut exposition, gauges);
         exposition.text
     }
@@ -534,6 +567,10 @@ mod tests {
         metrics.record_request("records", "PUT", 409, millis(12), 100, 40);
         metrics.record_request("sync_pull", "POST", 200, millis(300), 20, 4096);
         metrics.record_rate_limited();
+        metrics.record_long_poll();
+        metrics.stream_opened();
+        metrics.stream_opened();
+        metrics.stream_closed();
         metrics.record_auth_failure("expired_token");
         metrics.record_auth_failure("expired_token");
         metrics.record_auth_failure("bad_signature");
@@ -564,6 +601,8 @@ mod tests {
         assert_eq!(get(REQUEST_BYTES, &[("route", "records")]), 100.0);
         assert_eq!(get(RESPONSE_BYTES, &[("route", "sync_pull")]), 4096.0);
         assert_eq!(get(RATE_LIMITED, &[]), 1.0);
+        assert_eq!(get(LONG_POLLS, &[]), 1.0);
+        assert_eq!(get(STREAMS_OPEN, &[]), 1.0);
         assert_eq!(get(AUTH_FAILURES, &[("reason", "expired_token")]), 2.0);
         assert_eq!(get("msdb_engine_records", &[("table", "tasks")]), 3.0);
         assert_eq!(get("msdb_sync_batches_total", &[]), 7.0);
@@ -573,13 +612,14 @@ mod tests {
     #[test]
     fn empty_metrics_render_valid_text() {
         let samples = parse_exposition(&Metrics::new().render(&[]));
+        let zero = |name: &str| Sample {
+            name: name.into(),
+            labels: vec![],
+            value: 0.0,
+        };
         assert_eq!(
             samples,
-            [Sample {
-                name: RATE_LIMITED.into(),
-                labels: vec![],
-                value: 0.0
-            }]
+            [zero(RATE_LIMITED), zero(LONG_POLLS), zero(STREAMS_OPEN)]
         );
     }
 

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::routes::{records, sync, system, tables, transfer};
+use crate::api::routes::{conflicts, live, records, sync, system, tables, transfer, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,18 +15,27 @@ use crate::api::routes::{records, sync, system, tables, transfer};
         system::health, system::openapi, system::metrics, system::stats, system::config,
         system::mint_token,
         tables::list_tables, tables::get_table, tables::put_table, tables::put_access,
+        conflicts::list_policies, conflicts::get_table_policies, conflicts::put_table_policies,
+        conflicts::list_conflicts, conflicts::get_conflict, conflicts::resolve_conflict,
         records::create, records::read, records::patch_record, records::replace_record,
         records::delete, records::list, records::query,
         sync::pull, sync::push, sync::ack, sync::list_sessions, sync::end_session,
+        live::stream,
         transfer::export, transfer::import,
+        webhooks::create_webhook, webhooks::list_webhooks, webhooks::get_webhook,
+        webhooks::update_webhook, webhooks::delete_webhook, webhooks::rotate_secret,
+        webhooks::list_deliveries, webhooks::replay, webhooks::list_events,
     ),
+    components(schemas(live::ChangeEvent, live::ResetEvent)),
     modifiers(&BearerAuth),
     tags(
         (name = "system", description = "Health, metrics, statistics, configuration, tokens"),
         (name = "tables", description = "Tables, schemas and access rules"),
+        (name = "conflicts", description = "Merge policies at run time, the conflict log, manual resolution"),
         (name = "records", description = "Records and queries"),
-        (name = "sync", description = "Differential sync: pull, push, acknowledge"),
+        (name = "sync", description = "Differential sync: pull (or long-poll), push, acknowledge; the change stream"),
         (name = "transfer", description = "Export and import"),
+        (name = "webhooks", description = "Webhook endpoints, signed deliveries, the delivery log, replay and the event log"),
     )
 )]
 struct ApiDoc;

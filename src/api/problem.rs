@@ -132,7 +132,9 @@ impl From<EngineError> for Problem {
     fn from(error: EngineError) -> Problem {
         let status = match &error {
             EngineError::Write(write) => write_status(write),
-            EngineError::Read(ReadError::UnknownTable { .. }) => StatusCode::NOT_FOUND,
+            EngineError::Read(
+                ReadError::UnknownTable { .. } | ReadError::UnknownConflict { .. },
+            ) => StatusCode::NOT_FOUND,
             EngineError::Read(ReadError::Query(_)) => StatusCode::BAD_REQUEST,
             EngineError::Read(ReadError::CursorTooOld(_)) => StatusCode::GONE,
             EngineError::Read(ReadError::Corrupt { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -145,9 +147,9 @@ impl From<EngineError> for Problem {
 fn write_status(error: &WriteError) -> StatusCode {
     match error {
         WriteError::UnknownTable { .. } | WriteError::NotFound { .. } => StatusCode::NOT_FOUND,
-        WriteError::AlreadyExists { .. } | WriteError::UniqueViolation { .. } => {
-            StatusCode::CONFLICT
-        }
+        WriteError::AlreadyExists { .. }
+        | WriteError::UniqueViolation { .. }
+        | WriteError::ConflictClosed { .. } => StatusCode::CONFLICT,
         WriteError::VersionMismatch { .. } => StatusCode::PRECONDITION_FAILED,
         WriteError::AccessDenied { .. } => StatusCode::FORBIDDEN,
         WriteError::RecordTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

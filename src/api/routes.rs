@@ -16,11 +16,14 @@ use crate::api::auth::Principal;
 use crate::api::problem::Problem;
 use crate::api::state::AppState;
 
+pub(crate) mod conflicts;
+pub(crate) mod live;
 pub(crate) mod records;
 pub(crate) mod sync;
 pub(crate) mod system;
 pub(crate) mod tables;
 pub(crate) mod transfer;
+pub(crate) mod webhooks;
 
 /// The content type of sync protocol messages (`docs/PROTOCOL.md`).
 pub const SYNC_CONTENT_TYPE: &str = "application/vnd.mobilesyncdb";
@@ -32,14 +35,26 @@ pub(crate) struct Rejected(pub(crate) Problem);
 
 impl Reject for Rejected {}
 
-/// Every route of the API.
-pub fn all(state: AppState) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+/// Every route of the API. `shutdown` turns true when the server starts
+/// shutting down: long polls and change streams end then, so they never hold
+/// the drain for `server.shutdown_grace`.
+pub fn all(
+    state: AppState,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let live = live::Live::new(&state.config().live, shutdown);
     system::routes(state.clone())
         .or(tables::routes(state.clone()))
         .unify()
+        .or(conflicts::routes(state.clone()))
+        .unify()
         .or(records::routes(state.clone()))
         .unify()
-        .or(sync::routes(state.clone()))
+        .or(sync::routes(state.clone(), live.clone()))
+        .unify()
+        .or(live::routes(state.clone(), live))
+        .unify()
+        .or(webhooks::routes(state.clone()))
         .unify()
         .or(transfer::routes(state))
         .unify()

@@ -95,6 +95,7 @@ impl ServerHandle {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.finished.await;
+        self.state.webhooks().shutdown();
         if let Some(store) = self.state.store().cloned() {
             let closed = tokio::task::spawn_blocking(move || store.close()).await;
             if let Ok(Err(error)) = closed {
@@ -128,7 +129,7 @@ async fn accept_loop(listener: TcpListener, state: AppState, mut signal: watch::
     let server = &state.config().server;
     let permits = Arc::new(Semaphore::new(server.max_connections));
     let graceful = GracefulShutdown::new();
-    let routes = warp::service(routes::all(state.clone()));
+    let routes = warp::service(routes::all(state.clone(), signal.clone()));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -340,7 +341,13 @@ where
             self.state.metrics().record_rate_limited();
             return Problem::too_many_requests(retry.0).into_response();
         }
-        let timeout = self.state.config().server.request_timeout;
+        // A long poll's wait (at most `live.max_wait_ms`) comes on top of the
+        // request timeout, so the timeout never cuts a long poll within it. A
+        // change stream is not cut either: its answer (the headers) comes at
+        // once and its body is streamed, outside this timeout.
+        let config = self.state.config();
+        let timeout = config.server.request_timeout
+            + routes::live::long_poll_allowance(request.uri(), &config.live);
         let call = self.routes.call(request);
         match tokio::time::timeout(timeout, call).await {
             Ok(Ok(response)) => response,
@@ -367,11 +374,13 @@ async fn finish(
     {
         return Response::from_parts(parts, body);
     }
+    // Only JSON is gzipped, and whole: never an event stream (its events would
+    // wait in the encoder's buffer), whatever body it comes in.
     let json = parts
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|kind| kind.contains("json"));
+        .is_some_and(|kind| kind.contains("json") && !kind.starts_with("text/event-stream"));
     if !(gzip && json) {
         return Response::from_parts(
             parts,
@@ -475,6 +484,7 @@ fn route_name(path: &str) -> &'static str {
         ["v1", "sync", "pull"] => "sync_pull",
         ["v1", "sync", "push"] => "sync_push",
         ["v1", "sync", "ack"] => "sync_ack",
+        ["v1", "sync", "stream"] => "sync_stream",
         ["v1", "sync", "sessions", ..] => "sessions",
         ["v1", "export"] => "export",
         ["v1", "import"] => "import",

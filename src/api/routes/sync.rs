@@ -6,7 +6,8 @@
 //! token's user are pulled or pushed.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -19,6 +20,7 @@ use warp::{Filter, Rejection};
 
 use crate::api::auth::Principal;
 use crate::api::problem::Problem;
+use crate::api::routes::live::Live;
 use crate::api::routes::{
     SYNC_CONTENT_TYPE, answer, blocking, body, caller, json, no_content, with_state,
 };
@@ -32,6 +34,7 @@ use crate::sync::{
 
 pub(crate) fn routes(
     state: AppState,
+    live: Live,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
     let limit = state.config().limits.max_sync_body_bytes;
     let exchange = |kind: MessageKind| {
@@ -57,7 +60,11 @@ pub(crate) fn routes(
     };
     let pull = warp::path!("v1" / "sync" / "pull")
         .and(exchange(MessageKind::PullRequest))
-        .then(|state, principal, request| answer(pull(state, principal, request)));
+        .and(warp::query::<PullParams>())
+        .and(warp::any().map(move || live.clone()))
+        .then(|state, principal, request, params, live| {
+            answer(pull(state, principal, request, params, live))
+        });
     let push = warp::path!("v1" / "sync" / "push")
         .and(exchange(MessageKind::PushRequest))
         .then(|state, principal, request| answer(push(state, principal, request)));
@@ -109,10 +116,17 @@ impl Exchange {
     }
 }
 
+/// A long poll: how long a pull with nothing to send may wait for a change.
+struct Wait {
+    until: tokio::time::Instant,
+    live: Live,
+}
+
 async fn exchange(
     state: AppState,
     principal: Principal,
     request: Exchange,
+    wait: Option<Wait>,
 ) -> Result<Response, Problem> {
     if let Some(kind) = request.content_type.as_deref()
         && !request.binary_request()
@@ -128,7 +142,10 @@ async fn exchange(
     let started = Instant::now();
     let label = principal.label();
     let kind = request.kind;
-    let answer = blocking(move || Ok(run(&state, &principal, &request))).await?;
+    let answer = match wait {
+        Some(wait) => long_poll(state, principal, request, wait).await?,
+        None => blocking(move || Ok(run(&state, &principal, &request))).await?,
+    };
     let response = respond(answer, binary);
     debug!(
         caller = %label,
@@ -140,11 +157,55 @@ async fn exchange(
     response
 }
 
+/// Runs a pull until it has records to send, or until the wait is up (or
+/// the server starts shutting down): then its last, empty answer.
+///
+/// The watch of the latest sequence number is taken before the first pull, so
+/// a change made while that pull runs wakes the wait (no lost wake-up). A
+/// change the caller does not get (another table, a row out of its scope or
+/// reach) wakes it too, but the pull it runs then is empty again, so it just
+/// waits on. Each pull runs as a plain pull does, off the async threads.
+async fn long_poll(
+    state: AppState,
+    principal: Principal,
+    request: Exchange,
+    wait: Wait,
+) -> Result<Result<Answer, SyncError>, Problem> {
+    state.metrics().record_long_poll();
+    let mut changes = state.database().watch_seq();
+    let stopping = wait.live.stopping();
+    let mut stopping = std::pin::pin!(stopping);
+    let shared = Arc::new((state, principal, request));
+    loop {
+        let job = Arc::clone(&shared);
+        let answer = blocking(move || {
+            let (state, principal, request) = &*job;
+            Ok(run(state, principal, request))
+        })
+        .await?;
+        if !matches!(answer, Ok(Answer::Batch { records: 0, .. })) {
+            return Ok(answer);
+        }
+        let woken = tokio::select! {
+            changed = tokio::time::timeout_at(wait.until, changes.changed()) => {
+                matches!(changed, Ok(Ok(())))
+            }
+            () = stopping.as_mut() => false,
+        };
+        if !woken {
+            return Ok(answer);
+        }
+    }
+}
+
 /// What a sync request came to, encoded only once the answer's form (JSON or
 /// binary) is known.
 enum Answer {
     /// A sealed pull batch: sent as it is, or read back for JSON.
-    Batch(Vec<u8>),
+    Batch {
+        message: Vec<u8>,
+        records: usize,
+    },
     Push(crate::sync::PushResult),
     Ack(crate::sync::AckResult),
 }
@@ -170,7 +231,10 @@ fn run(state: &AppState, principal: &Principal, request: &Exchange) -> Result<An
                 has_more = batch.has_more,
                 "pull over http"
             );
-            Answer::Batch(batch.message)
+            Answer::Batch {
+                message: batch.message,
+                records: batch.records,
+            }
         }
         Decoded::Push(push) => {
             let access = state.access().writer(principal, db);
@@ -268,8 +332,8 @@ fn respond(answer: Result<Answer, SyncError>, binary: bool) -> Result<Response, 
         Err(error) => return Err(error.into()),
     };
     Ok(match (answer, binary) {
-        (Answer::Batch(message), true) => binary_response(StatusCode::OK, message),
-        (Answer::Batch(message), false) => json(StatusCode::OK, &json_batch(&message)?),
+        (Answer::Batch { message, .. }, true) => binary_response(StatusCode::OK, message),
+        (Answer::Batch { message, .. }, false) => json(StatusCode::OK, &json_batch(&message)?),
         (Answer::Push(result), true) => binary_response(
             StatusCode::OK,
             wire::seal_value(MessageKind::PushResult, &result, false),
@@ -535,10 +599,23 @@ fn json_batch(message: &[u8]) -> Result<JsonBatch, Problem> {
     Ok(batch)
 }
 
+/// The query of a pull.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PullParams {
+    /// Long poll: when there is nothing to send, wait up to this many
+    /// milliseconds (at most `live.max_wait_ms`) for a change the caller gets,
+    /// then answer (an empty batch when none came).
+    wait_ms: Option<u64>,
+}
+
 /// Pulls what changed after a cursor. JSON by default; the binary message of
 /// `docs/PROTOCOL.md` with `Content-Type: application/vnd.mobilesyncdb` (and the
-/// answer in kind, or as `Accept` asks).
+/// answer in kind, or as `Accept` asks). With `?wait_ms=`, a pull that would
+/// be empty waits for a change first (a long poll); the wait does not count
+/// against `server.request_timeout`.
 #[utoipa::path(post, path = "/v1/sync/pull", tag = "sync", security(("bearer" = [])),
+    params(PullParams),
     request_body(content((JsonPull = "application/json"), (Vec<u8> = "application/vnd.mobilesyncdb"))),
     responses((status = 200, description = "A batch", content((JsonBatch = "application/json"), (Vec<u8> = "application/vnd.mobilesyncdb"))),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
@@ -547,8 +624,18 @@ pub(crate) async fn pull(
     state: AppState,
     principal: Principal,
     request: Exchange,
+    params: PullParams,
+    live: Live,
 ) -> Result<Response, Problem> {
-    exchange(state, principal, request).await
+    let max_wait = state.config().live.max_wait_ms;
+    let wait = params
+        .wait_ms
+        .filter(|wait_ms| *wait_ms > 0)
+        .map(|wait_ms| Wait {
+            until: tokio::time::Instant::now() + Duration::from_millis(wait_ms.min(max_wait)),
+            live,
+        });
+    exchange(state, principal, request, wait).await
 }
 
 /// Pushes operations; each is applied or refused on its own, and a retried
@@ -563,7 +650,7 @@ pub(crate) async fn push(
     principal: Principal,
     request: Exchange,
 ) -> Result<Response, Problem> {
-    exchange(state, principal, request).await
+    exchange(state, principal, request, None).await
 }
 
 /// Acknowledges a stored batch.
@@ -577,7 +664,7 @@ pub(crate) async fn ack(
     principal: Principal,
     request: Exchange,
 ) -> Result<Response, Problem> {
-    exchange(state, principal, request).await
+    exchange(state, principal, request, None).await
 }
 
 /// Sync sessions: every device's for an admin key, the token's own device's

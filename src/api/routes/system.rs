@@ -179,6 +179,53 @@ fn gauges(state: &AppState) -> Vec<Gauge> {
             state.uptime().as_secs_f64(),
         ),
     ];
+    let (open, closed) = state.database().conflict_counts();
+    let endpoints = state.webhooks().list();
+    let backlog: u64 = endpoints
+        .iter()
+        .filter(|endpoint| endpoint.enabled)
+        .map(|endpoint| {
+            endpoint
+                .latest_event
+                .saturating_sub(endpoint.delivered_through)
+        })
+        .sum();
+    let failing = endpoints
+        .iter()
+        .filter(|endpoint| endpoint.failing_since_ms.is_some())
+        .count();
+    gauges.extend([
+        gauge(
+            "msdb_conflicts_open",
+            "Manual conflicts waiting to be resolved",
+            open as f64,
+        ),
+        gauge(
+            "msdb_conflicts_retained",
+            "Closed conflict records kept for audit",
+            closed as f64,
+        ),
+        gauge(
+            "msdb_events_retained",
+            "Events kept for webhook delivery and replay",
+            state.database().event_count() as f64,
+        ),
+        gauge(
+            "msdb_webhook_endpoints",
+            "Registered webhook endpoints",
+            endpoints.len() as f64,
+        ),
+        gauge(
+            "msdb_webhook_endpoints_failing",
+            "Webhook endpoints whose last attempt failed",
+            failing as f64,
+        ),
+        gauge(
+            "msdb_webhook_backlog_events",
+            "Events not yet past every enabled endpoint's cursor, summed over endpoints",
+            backlog as f64,
+        ),
+    ]);
     let storage = state.store().map(crate::storage::Store::status);
     if let Some(status) = &storage {
         gauges.push(gauge(
