@@ -30,34 +30,9 @@ use mobilesyncdb::sync::SyncServer;
 
 mod common;
 
-use common::{client_config, fields, local_config, todos_of_every_kind};
+use common::{TempDir, client_config, fields, local_config, todos_of_every_kind};
 
 const TABLE: &str = "todos";
-
-/// A directory under the system's temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!(
-            "msdb-durability-{}-{name}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn storage_config(dir: &Path, fsync: FsyncPolicy) -> StorageConfig {
     StorageConfig {

@@ -109,3 +109,41 @@ pub fn mint_token(handle: &ServerHandle, user: &str, device: &str) -> String {
         .expect("mint")
         .0
 }
+
+/// [`local_config`] whose webhooks may target loopback receivers (tests run
+/// them on 127.0.0.1), retrying after `retry_base_ms` and giving up an
+/// attempt after `timeout_ms`.
+pub fn local_config_with_loopback_webhooks(retry_base_ms: u64, timeout_ms: u64) -> Config {
+    let mut config = local_config();
+    config.webhooks.allow_networks = vec!["127.0.0.0/8".to_owned()];
+    config.webhooks.retry_base_ms = retry_base_ms;
+    config.webhooks.retry_max_ms = config.webhooks.retry_max_ms.min(retry_base_ms * 10);
+    config.webhooks.timeout_ms = timeout_ms;
+    config
+}
+
+/// A directory under the system's temporary directory, removed on drop.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    /// A new empty directory; `name` says which test made it.
+    pub fn new(name: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!(
+            "msdb-test-{}-{name}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&path).expect("a temporary directory");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
