@@ -120,7 +120,7 @@ async fn start_server() -> ServerHandle {
     config.server.listen = "127.0.0.1:0".parse().expect("addr");
     config.limits.requests_per_second = 1_000_000;
     config.limits.burst = 1_000_000;
-    config.webhooks.allow_networks = vec!["127.0.0.0/8".to_owned()];
+    config.webhooks.allow_networks = vec!["127.0.0.0/8".parse().expect("a network")];
     config.webhooks.retry_base_ms = 10;
     config.webhooks.retry_max_ms = 1_000;
     mobilesyncdb::api::start(config).await.expect("server")

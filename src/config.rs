@@ -217,11 +217,6 @@ pub enum ConfigError {
         "the development admin key or token secret would be exposed on {listen}: set `auth.admin_keys` and `auth.jwt_secret`, or listen on a loopback address"
     )]
     DevelopmentSecretsExposed { listen: std::net::SocketAddr },
-    #[error("`{setting}`: {problem}")]
-    Invalid {
-        setting: &'static str,
-        problem: String,
-    },
 }
 
 impl EngineConfig {

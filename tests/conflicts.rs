@@ -14,7 +14,7 @@ use mobilesyncdb::config::{
 };
 use mobilesyncdb::crdt::{ClientId, Custom, Edit, Resolution, Value};
 use mobilesyncdb::engine::{
-    ConflictFilter, Database, FullAccess, ManualClock, PolicyChange, WallClock,
+    ConflictFilter, Database, EventKind, FullAccess, ManualClock, PolicyChange, WallClock,
 };
 use mobilesyncdb::schema::{FieldSpec, FieldType, TableSchema};
 use mobilesyncdb::storage::{Store, StoreOptions};
@@ -1024,4 +1024,35 @@ async fn policy_changes_open_and_close_manual_conflicts_in_the_log() {
     b.sync().await.expect("sync");
     assert_everyone_shows(&h, &[&a, &b], "title", &Value::str("B"));
     h.server.shutdown().await;
+}
+
+#[test]
+fn table_creation_and_policy_changes_announce_the_whole_schema() {
+    let db = Database::new(EngineConfig::default()).expect("db");
+    db.want_events(EventKind::ALL.into_iter().collect());
+    db.create_table(notes()).expect("table");
+    let change = PolicyChange {
+        policy: None,
+        fields: [(
+            "title".to_owned(),
+            Some(mobilesyncdb::crdt::PolicySpec::Max),
+        )]
+        .into(),
+    };
+    db.set_policies(TABLE, change, &ClientId::from("admin"))
+        .expect("policies");
+    let events = db.events_after(0, 10);
+    let kinds: Vec<&str> = events.iter().map(|event| event.kind.name()).collect();
+    assert_eq!(kinds, ["schema.changed", "schema.changed"]);
+    let (created, changed) = (&events[0].data, &events[1].data);
+    assert_eq!(created["created"], true, "{created}");
+    assert_eq!(created["version"], 1, "{created}");
+    assert_eq!(changed["created"], false, "{changed}");
+    assert_eq!(changed["version"], 2, "{changed}");
+    assert_eq!(changed["schema"]["name"], TABLE, "{changed}");
+    assert_eq!(
+        changed["schema"]["field_policies"]["title"],
+        json!({"kind": "max"}),
+        "{changed}"
+    );
 }

@@ -245,5 +245,21 @@ mod tests {
         ));
         let error = source(Some("[server\n"), &[], &[]).expect_err("broken file");
         assert!(matches!(error, LoadError::Invalid { .. }));
+        let error = source(None, &[], &["webhooks.allow_networks=[\"10.1.0.0/33\"]"])
+            .expect_err("not a network");
+        assert!(error.to_string().contains("allow_networks"), "{error}");
+    }
+
+    #[test]
+    fn webhook_networks_are_read_as_networks() {
+        let flags = ["webhooks.allow_networks=[\"10.1.0.0/16\", \"::1/128\"]"];
+        let config = source(None, &[], &flags).expect("loads");
+        let networks: Vec<String> = config
+            .webhooks
+            .allow_networks
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(networks, ["10.1.0.0/16", "::1/128"]);
     }
 }

@@ -441,18 +441,9 @@ impl Database {
                 "table created"
             );
             state.journal_table(&table.schema);
-            if state.events.wants(crate::engine::EventKind::SchemaChanged) {
-                let now = state.wall.now_ms();
-                let data = serde_json::json!({
-                    "table": table.name(),
-                    "version": table.schema.version,
-                    "created": true,
-                    "schema": table.schema,
-                });
-                let name = Some(table.name().to_owned());
-                state.push_event(now, crate::engine::EventKind::SchemaChanged, name, data);
-            }
+            let name = table.name().to_owned();
             state.add_table(table);
+            state.note_schema_changed(&name, true);
             Ok(())
         })
     }

@@ -367,6 +367,7 @@ impl SyncServer {
             cursor: request.cursor,
             base,
             fetch: &fetch,
+            payloads: true,
             max_records: bound(
                 request.max_records,
                 config.batch_records,

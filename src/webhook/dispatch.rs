@@ -223,16 +223,9 @@ impl Webhooks {
     ///
     /// # Errors
     ///
-    /// A network in `allow_networks` that does not parse, or an HTTP client
-    /// that cannot be built.
+    /// An HTTP client that cannot be built.
     pub fn start(db: Database, config: WebhookConfig) -> Result<Webhooks, WebhookError> {
-        let mut allowed = Vec::with_capacity(config.allow_networks.len());
-        for network in &config.allow_networks {
-            allowed.push(network.parse().map_err(|_| {
-                WebhookError::Invalid(format!("{network:?} is not a network in CIDR form"))
-            })?);
-        }
-        let policy = TargetPolicy::allowing(allowed);
+        let policy = TargetPolicy::allowing(config.allow_networks.iter().copied());
         let client = guard::client(&policy, Duration::from_millis(config.timeout_ms))?;
         let inner = Arc::new(Inner {
             db,
@@ -314,15 +307,18 @@ impl Webhooks {
         };
         // Interest first, so that no event is missed between the cursor
         // chosen below and the first event this endpoint wants.
-        let mut kinds = self.interest();
-        kinds = kinds.with_all(endpoint.kinds());
+        let kinds = self.interest().with_all(endpoint.kinds());
         self.inner.db.want_events(kinds);
         let cursor = self.inner.db.event_range().1;
-        self.save(&endpoint)?;
-        self.save_cursor(&endpoint.id, cursor)?;
+        let saved = self
+            .save(&endpoint)
+            .and_then(|()| self.save_cursor(&endpoint.id, cursor));
+        if let Err(error) = saved {
+            self.update_interest();
+            return Err(error);
+        }
         info!(id = %endpoint.id, url = %endpoint.url, events = ?endpoint.events, "webhook endpoint registered");
         self.add(endpoint.clone(), cursor);
-        self.update_interest();
         Ok(endpoint)
     }
 
@@ -432,7 +428,6 @@ impl Webhooks {
         // an older position.
         self.replace(endpoint, Some(cursor));
         self.save_cursor(id, cursor)?;
-        self.update_interest();
         self.view(id)
     }
 
@@ -648,7 +643,6 @@ impl Inner {
         {
             warn!(id, %error, "the disabled endpoint could not be saved");
         }
-        self.db.want_events(self.interest());
     }
 
     /// See [`Webhooks::interest`].
@@ -734,27 +728,29 @@ async fn worker(inner: Arc<Inner>, id: String, wake: Arc<Notify>) {
             }
             continue;
         };
-        let mut through = cursor;
+        // `through`: the last event handled; `noted`: the last position in the
+        // slot (a delivery moves and saves it; skipped events only move
+        // `through`, noted before the next delivery or at the batch's end).
+        let (mut through, mut noted) = (cursor, cursor);
         let mut interrupted = false;
-        for event in batch.iter() {
-            if endpoint.wants(event) {
-                if through > cursor {
-                    // Events not for this endpoint need no durable note of their own.
-                    inner.update(&id, generation, |slot| slot.cursor = through);
-                }
-                let at = (generation, rewinds);
-                match deliver(&inner, &id, &endpoint, at, event, &wake, &mut shutdown).await {
-                    Some(true) => through = event.id,
-                    Some(false) | None => {
-                        interrupted = true;
-                        break;
-                    }
-                }
-            } else {
+        for event in &batch {
+            if !endpoint.wants(event) {
                 through = event.id;
+                continue;
+            }
+            if through > noted {
+                inner.update(&id, generation, |slot| slot.cursor = through);
+            }
+            let at = (generation, rewinds);
+            if deliver(&inner, &id, &endpoint, at, event, &wake, &mut shutdown).await == Some(true)
+            {
+                (through, noted) = (event.id, event.id);
+            } else {
+                interrupted = true;
+                break;
             }
         }
-        if !interrupted && through == last && through > cursor {
+        if !interrupted && through == last && through > noted {
             let moved = inner.update(&id, generation, |slot| slot.cursor = through);
             if moved && let Err(error) = inner.persist_cursor(&id) {
                 warn!(id, %error, "the webhook position could not be saved");
@@ -880,7 +876,7 @@ async fn send(
     let timestamp = i64::try_from(now_ms / 1_000).unwrap_or(i64::MAX);
     let secrets = endpoint.signing_secrets(now_ms);
     let signature = sign::signature_header(&secrets, message_id, timestamp, body);
-    let response = inner
+    let mut response = inner
         .client
         .post(url)
         .header("content-type", "application/json")
@@ -891,7 +887,6 @@ async fn send(
         .send()
         .await
         .map_err(|error| describe(&error))?;
-    let mut response = response;
     let retry_after = response
         .headers()
         .get("retry-after")

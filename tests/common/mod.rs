@@ -115,7 +115,7 @@ pub fn mint_token(handle: &ServerHandle, user: &str, device: &str) -> String {
 /// attempt after `timeout_ms`.
 pub fn local_config_with_loopback_webhooks(retry_base_ms: u64, timeout_ms: u64) -> Config {
     let mut config = local_config();
-    config.webhooks.allow_networks = vec!["127.0.0.0/8".to_owned()];
+    config.webhooks.allow_networks = vec!["127.0.0.0/8".parse().expect("a network")];
     config.webhooks.retry_base_ms = retry_base_ms;
     config.webhooks.retry_max_ms = config.webhooks.retry_max_ms.min(retry_base_ms * 10);
     config.webhooks.timeout_ms = timeout_ms;

@@ -43,7 +43,7 @@ use crate::engine::{ScanRequest, ScannedState, TableScope};
 
 /// At most this many records per look at the engine.
 pub(crate) const STEP_RECORDS: usize = 1_000;
-/// A look stops after the record that reaches this many bytes of payload.
+/// A look stops after the record that reaches this many bytes of ids and rows.
 const STEP_BYTES: usize = 4 << 20;
 /// How long a refused subscriber is asked to wait.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -436,6 +436,7 @@ fn look(
         fetch: &[],
         max_records: STEP_RECORDS,
         max_bytes: STEP_BYTES,
+        payloads: false,
         access: access.as_ref(),
     })?;
     let mut text = String::new();

@@ -39,37 +39,6 @@ pub struct PolicyOutcome {
 }
 
 impl State {
-    /// The conflicts `new` changes made in `record`: fields that hold two or
-    /// more concurrent values, one of which one of the new changes wrote.
-    /// Values that were in conflict before and untouched now are not detected
-    /// again.
-    pub(super) fn detect_conflicts(
-        &self,
-        table_id: u16,
-        record: &Record,
-        new: &[Change],
-    ) -> Vec<ConflictSet> {
-        let written_by_new = |op: &OpId| {
-            new.iter().any(|change| {
-                let start = change.start_op().get();
-                change.actor_id() == &op.actor
-                    && (start..start + change.len() as u64).contains(&op.counter)
-            })
-        };
-        self.tables[usize::from(table_id)]
-            .schema
-            .fields
-            .iter()
-            .filter(|field| record.has_conflict(&field.name))
-            .filter_map(|field| record.conflict_set(&field.name).ok())
-            .filter(|set| {
-                set.candidates()
-                    .iter()
-                    .any(|candidate| written_by_new(&candidate.op))
-            })
-            .collect()
-    }
-
     /// Records what a stored write did: the conflicts it made, the manual
     /// conflicts it closed, and its event.
     pub(super) fn note_write(&mut self, written: &Written<'_>, detected: Vec<ConflictSet>) {
@@ -269,6 +238,25 @@ impl State {
         }
     }
 
+    /// The `schema.changed` event of a table just created or changed: the
+    /// table's whole schema as it is now.
+    pub(super) fn note_schema_changed(&mut self, table: &str, created: bool) {
+        if !self.events.wants(EventKind::SchemaChanged) {
+            return;
+        }
+        let Ok(target) = self.table(table) else {
+            return;
+        };
+        let data = json!({
+            "table": table,
+            "version": target.schema.version,
+            "created": created,
+            "schema": target.schema,
+        });
+        let now = self.wall.now_ms();
+        self.push_event(now, EventKind::SchemaChanged, Some(table.to_owned()), data);
+    }
+
     /// Adds an event (logged with the write that made it) and trims old ones.
     pub(super) fn push_event(
         &mut self,
@@ -331,17 +319,7 @@ impl State {
             "policies changed"
         );
         self.journal_policies(table_id);
-        let now = self.wall.now_ms();
-        if self.events.wants(EventKind::SchemaChanged) {
-            let target = &self.tables[usize::from(table_id)];
-            let data = json!({
-                "table": table,
-                "version": version,
-                "policy": target.schema.policy,
-                "field_policies": target.schema.field_policies,
-            });
-            self.push_event(now, EventKind::SchemaChanged, Some(table.to_owned()), data);
-        }
+        self.note_schema_changed(table, false);
         let mut reresolved = 0;
         for slot in self.tables[usize::from(table_id)].conflicted() {
             if self.reresolve(table_id, slot, origin)? {
@@ -399,6 +377,33 @@ impl State {
         )?;
         Ok(true)
     }
+}
+
+/// The conflicts `new` changes made in `record`: of the `conflicted`
+/// fields (those holding two or more concurrent values), the ones where
+/// one of the values was written by one of the new changes. Values that
+/// were in conflict before and untouched now are not detected again.
+pub(super) fn detect_conflicts(
+    record: &Record,
+    conflicted: &[String],
+    new: &[Change],
+) -> Vec<ConflictSet> {
+    let written_by_new = |op: &OpId| {
+        new.iter().any(|change| {
+            let start = change.start_op().get();
+            change.actor_id() == &op.actor
+                && (start..start + change.len() as u64).contains(&op.counter)
+        })
+    };
+    conflicted
+        .iter()
+        .filter_map(|field| record.conflict_set(field).ok())
+        .filter(|set| {
+            set.candidates()
+                .iter()
+                .any(|candidate| written_by_new(&candidate.op))
+        })
+        .collect()
 }
 
 impl Database {

@@ -78,6 +78,10 @@ pub struct ScanRequest<'a> {
     /// Stop after the record that reaches this many bytes (payload and row);
     /// at least one record is always listed.
     pub max_bytes: usize,
+    /// Whether listed records carry their payload (the storage chunks); a
+    /// caller that only announces which records changed leaves them out and
+    /// copies no change bytes.
+    pub payloads: bool,
     pub access: &'a dyn RowAccess,
 }
 
@@ -320,7 +324,14 @@ impl Scanner<'_, '_> {
         // In a restricted scope a record may enter the scope long after its first
         // change; a client sent changes for a record it does not hold asks for it
         // whole through `fetch`.
-        let payload = payload(stored, if new { 0 } else { base });
+        let payload = if self.request.payloads {
+            payload(stored, if new { 0 } else { base })
+        } else {
+            Payload {
+                bytes: Vec::new(),
+                whole: new,
+            }
+        };
         Ok(Some(if stored.deleted {
             ScannedState::Deleted { payload }
         } else {

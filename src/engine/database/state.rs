@@ -11,6 +11,7 @@ use mobilesyncdb_crdt::{
 };
 use tracing::{debug, info, warn};
 
+use super::audit::detect_conflicts;
 use super::{
     LoggedChange, MemoryStats, MergeOutcome, PatchOutcome, RowAccess, WallClock, WriteOutcome,
 };
@@ -317,11 +318,7 @@ impl State {
             });
         }
         let conflicted_fields = self.conflicted_fields(table_id, &record);
-        let detected = if conflicted_fields.is_empty() {
-            Vec::new()
-        } else {
-            self.detect_conflicts(table_id, &record, &report.applied)
-        };
+        let detected = detect_conflicts(&record, &conflicted_fields, &report.applied);
         let (row, open_conflict, deleted) = self.tables[usize::from(table_id)]
             .derive(&record)
             .map_err(|source| record_error(table, id, source))?;
@@ -445,7 +442,8 @@ impl State {
         let chunk: Chunk = change.raw_bytes().into();
         let detected = match expected {
             Expected::Derived => {
-                self.detect_conflicts(table_id, &record, std::slice::from_ref(&change))
+                let conflicted = self.conflicted_fields(table_id, &record);
+                detect_conflicts(&record, &conflicted, std::slice::from_ref(&change))
             }
             Expected::Row(_) | Expected::Deleted => Vec::new(),
         };
@@ -692,11 +690,9 @@ pub(super) struct Before {
 
 impl Before {
     fn of(table: &Table, slot: u32) -> Before {
-        let record = table.record(slot);
-        // A new slot starts deleted with no chunks.
-        let live = !record.deleted && !record.chunks.is_empty();
+        // A new slot starts deleted.
         Before {
-            live,
+            live: !table.record(slot).deleted,
             open_conflict: table.has_open_conflict(slot),
         }
     }
