@@ -1,14 +1,15 @@
-//! The server's subcommands: serve, token, export, import.
+//! The server's subcommands: serve, token, export, import, check, repair, schema.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::Args;
+use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use mobilesyncdb::api;
 use mobilesyncdb::config::{Config, ConfigSource, DEV_ADMIN_KEY};
+use mobilesyncdb::schema::{SchemaDiff, SchemaDoc, SchemaDocError};
 use tracing::{info, warn};
 
 /// Where the configuration comes from: a file, `MSDB_*` variables, flags.
@@ -54,6 +55,32 @@ pub struct DataDirArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// Schema documents to check or compare (TOML or JSON files).
+#[derive(Args, Debug)]
+pub struct SchemaArgs {
+    #[command(subcommand)]
+    command: SchemaCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum SchemaCommand {
+    /// Show what changes from one schema document to another.
+    Diff {
+        /// The schema document of the current version.
+        old: PathBuf,
+        /// The schema document of the next version.
+        new: PathBuf,
+        /// Print the changes as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a schema document.
+    Check {
+        /// The schema document.
+        file: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -376,4 +403,42 @@ fn print_report(report: &mobilesyncdb::storage::CheckReport, json: bool) -> anyh
         println!("ok: the server starts on this directory");
     }
     Ok(())
+}
+
+/// `mobilesyncdb schema`: validates schema documents and compares versions,
+/// without a server.
+pub fn schema(args: SchemaArgs) -> anyhow::Result<()> {
+    match args.command {
+        SchemaCommand::Diff { old, new, json } => {
+            let diff = SchemaDiff::between(&read_schema(&old)?, &read_schema(&new)?);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&diff)?);
+            } else {
+                println!("{diff}");
+            }
+        }
+        SchemaCommand::Check { file } => {
+            let doc = read_schema(&file)?;
+            println!(
+                "ok: version {}, {} table{}",
+                doc.version,
+                doc.tables.len(),
+                if doc.tables.len() == 1 { "" } else { "s" }
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A valid schema document from `path`.
+fn read_schema(path: &Path) -> anyhow::Result<SchemaDoc> {
+    let doc = SchemaDoc::read(path).map_err(|error| match error {
+        // The error names the file already.
+        SchemaDocError::Read { .. } => anyhow::Error::new(error),
+        error => anyhow::Error::new(error)
+            .context(format!("{}: invalid schema document", path.display())),
+    })?;
+    doc.validate()
+        .with_context(|| format!("{}: invalid schema document", path.display()))?;
+    Ok(doc)
 }

@@ -35,7 +35,7 @@ pub use database::{
     RowAccess, ScanRequest, ScanResult, ScannedRecord, ScannedState, SystemClock, TableScope,
     WallClock, WriteOutcome, Writer,
 };
-pub use error::{EngineError, ReadError, SchemaError, WriteError};
+pub use error::{EngineError, MigrationError, ReadError, SchemaError, WriteError};
 pub use query::{
     AccessPath, Direction, Filter, FilterOp, OperatorShape, PageToken, Plan, Query, QueryError,
     QueryResult,

@@ -4,6 +4,8 @@
 //!   with development credentials unless configured).
 //! - `mobilesyncdb token` mints a client token with the configured secret.
 //! - `mobilesyncdb export` / `import` move tables to and from a running server.
+//! - `mobilesyncdb schema check` / `schema diff` validate schema documents and
+//!   show what changes from one version to the next.
 //! - `mobilesyncdb demo` loads the seeded demo data set into memory and prints
 //!   what it holds.
 
@@ -51,6 +53,8 @@ enum Command {
     /// Cut a damaged data directory at its first damage (what follows is moved
     /// aside, never deleted) so the server starts on it again.
     Repair(cli::DataDirArgs),
+    /// Validate schema documents and compare versions, offline.
+    Schema(cli::SchemaArgs),
     /// Load the seeded demo data set into memory and print statistics.
     Demo {
         /// Size of the data set in JSON bytes: 100kb, 1mb, 10mb or 100mb.
@@ -99,6 +103,7 @@ fn main() -> anyhow::Result<()> {
         Command::Import(args) => cli::import(args),
         Command::Check(args) => cli::check(args),
         Command::Repair(args) => cli::repair(args),
+        Command::Schema(args) => cli::schema(args),
         Command::Demo { size, seed } => demo(size, seed),
     }
 }

@@ -103,6 +103,7 @@ fn push(server: &SyncServer, ops: Vec<PushOp>) -> PushResult {
     let request = PushRequest {
         device: "phone-1".into(),
         ops,
+        ..PushRequest::default()
     };
     let answer = server.handle(&encode_request(MessageKind::PushRequest, &request));
     decode_response(&answer, MessageKind::PushResult, LIMIT).expect("a push result")
@@ -341,6 +342,7 @@ fn corrupted_truncated_and_foreign_requests_are_refused_and_change_nothing() {
         &PushRequest {
             device: "phone-1".into(),
             ops: vec![op],
+            ..PushRequest::default()
         },
     );
     let before = server.database().latest_seq();

@@ -532,6 +532,12 @@ impl Record {
         }
     }
 
+    /// Whether `field` was ever written (an unset field holds `null`; a field
+    /// never written holds nothing).
+    pub fn has_field(&self, field: &str) -> bool {
+        self.doc.get(ROOT, field).is_ok_and(|value| value.is_some())
+    }
+
     /// Whether `field` holds concurrent values, without reading their stamps.
     pub fn has_conflict(&self, field: &str) -> bool {
         self.doc

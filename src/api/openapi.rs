@@ -3,7 +3,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::routes::{conflicts, live, records, sync, system, tables, transfer, webhooks};
+use crate::api::routes::{
+    conflicts, live, records, schema, sync, system, tables, transfer, webhooks,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +19,8 @@ use crate::api::routes::{conflicts, live, records, sync, system, tables, transfe
         tables::list_tables, tables::get_table, tables::put_table, tables::put_access,
         conflicts::list_policies, conflicts::get_table_policies, conflicts::put_table_policies,
         conflicts::list_conflicts, conflicts::get_conflict, conflicts::resolve_conflict,
+        schema::get_schema, schema::list_versions, schema::get_version, schema::diff_versions,
+        schema::plan_schema, schema::apply_schema, schema::put_min_client_version,
         records::create, records::read, records::patch_record, records::replace_record,
         records::delete, records::list, records::query,
         sync::pull, sync::push, sync::ack, sync::list_sessions, sync::end_session,
@@ -31,6 +35,7 @@ use crate::api::routes::{conflicts, live, records, sync, system, tables, transfe
     tags(
         (name = "system", description = "Health, metrics, statistics, configuration, tokens"),
         (name = "tables", description = "Tables, schemas and access rules"),
+        (name = "schema", description = "Schema versions: documents, diffs, migrations, the oldest app version served"),
         (name = "conflicts", description = "Merge policies at run time, the conflict log, manual resolution"),
         (name = "records", description = "Records and queries"),
         (name = "sync", description = "Differential sync: pull (or long-poll), push, acknowledge; the change stream"),

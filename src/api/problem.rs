@@ -8,12 +8,34 @@ use serde::Serialize;
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::Response;
 
-use crate::engine::{EngineError, ReadError, WriteError};
+use crate::engine::{EngineError, MigrationError, ReadError, WriteError};
 use crate::sync::SyncError;
 use crate::transfer::TransferError;
 
 /// The base of every problem `type`: `https://mobilesyncdb.dev/problems/<code>`.
 pub const PROBLEM_BASE: &str = "https://mobilesyncdb.dev/problems/";
+
+/// A problem's extension members, boxed: most problems have none, and every
+/// handler's `Result` carries a `Problem`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Extensions(Option<Box<serde_json::Map<String, serde_json::Value>>>);
+
+impl Extensions {
+    pub fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|map| map.is_empty())
+    }
+}
+
+impl Serialize for Extensions {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        for (name, value) in self.0.iter().flat_map(|map| map.iter()) {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
 
 /// A problem document and its status.
 #[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
@@ -31,6 +53,11 @@ pub struct Problem {
     /// For 429: seconds until a retry may succeed (also in `Retry-After`).
     #[serde(skip)]
     pub retry_after: Option<Duration>,
+    /// Members beyond the standard ones (RFC 9457 extensions), such as a
+    /// blocked migration's `report`.
+    #[serde(flatten, skip_serializing_if = "Extensions::is_empty")]
+    #[schema(value_type = Object)]
+    pub extensions: Extensions,
 }
 
 impl Problem {
@@ -43,7 +70,17 @@ impl Problem {
             detail: detail.into(),
             code,
             retry_after: None,
+            extensions: Extensions::default(),
         }
+    }
+
+    /// Adds an extension member.
+    pub fn with_extension(mut self, name: &str, value: serde_json::Value) -> Problem {
+        self.extensions
+            .0
+            .get_or_insert_with(Default::default)
+            .insert(name.to_owned(), value);
+        self
     }
 
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Problem {
@@ -139,13 +176,29 @@ impl From<EngineError> for Problem {
             EngineError::Read(ReadError::CursorTooOld(_)) => StatusCode::GONE,
             EngineError::Read(ReadError::Corrupt { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
             EngineError::Schema(_) | EngineError::Config(_) => StatusCode::BAD_REQUEST,
+            EngineError::Migration(migration) => migration_status(migration),
         };
-        Problem::new(status, error.code(), error.to_string())
+        let problem = Problem::new(status, error.code(), error.to_string());
+        match error {
+            EngineError::Migration(MigrationError::Blocked(report)) => {
+                problem.with_extension("report", serde_json::json!(report))
+            }
+            _ => problem,
+        }
+    }
+}
+
+fn migration_status(error: &MigrationError) -> StatusCode {
+    match error {
+        MigrationError::NotNewer { .. } | MigrationError::Blocked(_) => StatusCode::CONFLICT,
+        MigrationError::UpgradeRequired { .. } => StatusCode::UPGRADE_REQUIRED,
+        _ => StatusCode::BAD_REQUEST,
     }
 }
 
 fn write_status(error: &WriteError) -> StatusCode {
     match error {
+        WriteError::Version(version) => migration_status(version),
         WriteError::UnknownTable { .. } | WriteError::NotFound { .. } => StatusCode::NOT_FOUND,
         WriteError::AlreadyExists { .. }
         | WriteError::UniqueViolation { .. }

@@ -19,6 +19,7 @@ use crate::api::state::AppState;
 pub(crate) mod conflicts;
 pub(crate) mod live;
 pub(crate) mod records;
+pub(crate) mod schema;
 pub(crate) mod sync;
 pub(crate) mod system;
 pub(crate) mod tables;
@@ -47,6 +48,8 @@ pub fn all(
         .or(tables::routes(state.clone()))
         .unify()
         .or(conflicts::routes(state.clone()))
+        .unify()
+        .or(schema::routes(state.clone()))
         .unify()
         .or(records::routes(state.clone()))
         .unify()

@@ -45,7 +45,21 @@ pub struct LocalTable {
     /// The table's fields and types, as the server last sent them (empty before
     /// the first batch of the table).
     pub fields: Vec<(String, FieldType)>,
+    /// Where each field's values are in record documents (a renamed field keeps
+    /// its first name as its key); empty when every key is the field's name.
+    pub keys: Vec<String>,
     pub records: BTreeMap<String, LocalRecord>,
+}
+
+impl LocalTable {
+    /// The document key of the field `name`.
+    pub fn key_of<'a>(&'a self, name: &'a str) -> &'a str {
+        self.fields
+            .iter()
+            .position(|(field, _)| field == name)
+            .and_then(|position| self.keys.get(position))
+            .map_or(name, String::as_str)
+    }
 }
 
 /// Everything a device persists to sync: records, sync position, clock, actor
@@ -79,6 +93,9 @@ pub struct Replica {
     /// number or later (with nothing of it left in the queue) ends `pending`.
     pub confirm: BTreeMap<RecordRef, u64>,
     pub queue: WriteQueue,
+    /// The schema version the stored rows are shaped in (the app's, when it
+    /// states one).
+    pub schema_version: Option<u32>,
 }
 
 impl Replica {
@@ -102,7 +119,35 @@ impl Replica {
             refused: BTreeSet::new(),
             confirm: BTreeMap::new(),
             queue: WriteQueue::new(prefix),
+            schema_version: None,
         }
+    }
+
+    /// Moves the replica to the app's schema version. Rows stored under another
+    /// version have another shape (names, types, fields), so a change of version
+    /// syncs again from the start: documents merge with what is held, local
+    /// edits stay queued, and every row comes whole in the new shape. Returns
+    /// whether it restarted.
+    pub fn restate_schema(&mut self, version: Option<u32>) -> bool {
+        if self.schema_version == version {
+            return false;
+        }
+        let restart = self.cursor > 0;
+        if restart {
+            self.cursor = 0;
+            self.base = 0;
+            self.checksum = 0;
+            for table in self.tables.values_mut() {
+                table.fields.clear();
+                table.keys.clear();
+                // Held records take the new shape when the server sends them.
+                for record in table.records.values_mut() {
+                    record.seq = 0;
+                }
+            }
+        }
+        self.schema_version = version;
+        restart
     }
 
     /// The stored record, live or deleted.
@@ -146,8 +191,10 @@ impl Replica {
 
     /// Swaps a planned batch in: records, fields, fetch set and cursor together.
     pub(crate) fn commit(&mut self, planned: PlannedBatch) -> BatchOutcome {
-        for (table, fields) in planned.fields {
-            self.tables.entry(table).or_default().fields = fields;
+        for (table, fields, keys) in planned.fields {
+            let local = self.tables.entry(table).or_default();
+            local.fields = fields;
+            local.keys = keys;
         }
         for (key, action) in planned.actions {
             self.act(key, action);
@@ -301,10 +348,13 @@ fn queued_records(queue: &WriteQueue) -> BTreeSet<(&str, &str)> {
         .collect()
 }
 
+/// A table's fields and their document keys, as a batch gave them.
+type TableFields = (String, Vec<(String, FieldType)>, Vec<String>);
+
 /// A batch ready to be swapped in by [`Replica::commit`].
 #[derive(Debug)]
 pub(crate) struct PlannedBatch {
-    fields: Vec<(String, Vec<(String, FieldType)>)>,
+    fields: Vec<TableFields>,
     actions: Vec<(RecordRef, Action)>,
     requested: Vec<RecordRef>,
     fetch_later: Vec<RecordRef>,
@@ -369,9 +419,19 @@ pub(crate) fn plan(
         },
     };
     for table in &batch.tables {
+        let keys = if table
+            .keys
+            .iter()
+            .zip(&table.fields)
+            .all(|(key, (name, _))| key == name)
+        {
+            Vec::new()
+        } else {
+            table.keys.clone()
+        };
         planned
             .fields
-            .push((table.table.clone(), table.fields.clone()));
+            .push((table.table.clone(), table.fields.clone(), keys));
         for delta in &table.records {
             let key = RecordRef {
                 table: table.table.clone(),
@@ -383,7 +443,7 @@ pub(crate) fn plan(
                 planned.outcome.skipped += 1;
                 continue;
             }
-            match decide(&key, &table.fields, delta, held)? {
+            match decide(&key, (&table.fields, &table.keys), delta, held)? {
                 Decision::FetchLater => {
                     planned.outcome.fetch_later += 1;
                     planned.fetch_later.push(key);
@@ -419,9 +479,12 @@ enum Decision {
     Act(Action, bool),
 }
 
+/// A table's fields, and their document keys.
+type FieldKeys<'a> = (&'a [(String, FieldType)], &'a [String]);
+
 fn decide(
     key: &RecordRef,
-    fields: &[(String, FieldType)],
+    (fields, keys): FieldKeys<'_>,
     delta: &RecordDelta,
     held: Option<&Held>,
 ) -> Result<Decision, ApplyError> {
@@ -437,11 +500,11 @@ fn decide(
         return Ok(Decision::Act(Action::Remove, false));
     }
     let deleted = delta.state == DeltaState::Deleted;
-    let server_row = || RowChange::Overlay(sent_fields(fields, delta));
+    let server_row = || server_row(fields, delta);
     let stored = match held {
         _ if delta.unresolved => return Ok(Decision::FetchLater),
         None if !delta.whole => return Ok(Decision::FetchLater),
-        Some(held) if held.pending => return merge(key, fields, delta, held),
+        Some(held) if held.pending => return merge(key, (fields, keys), delta, held),
         None | Some(_) => Stored {
             bytes: if delta.whole {
                 Bytes::Replace(delta.payload.clone())
@@ -455,6 +518,22 @@ fn decide(
         },
     };
     Ok(Decision::Act(Action::Store(stored), false))
+}
+
+/// The row the server sent: the whole row when every field came (a record new
+/// to the client, or in a new shape), the fields it sent over the held row
+/// otherwise.
+fn server_row(fields: &[(String, FieldType)], delta: &RecordDelta) -> RowChange {
+    let sent = sent_fields(fields, delta);
+    if delta.row.iter().all(Option::is_some) {
+        RowChange::Replace(
+            sent.into_iter()
+                .filter(|(_, value)| !value.is_null())
+                .collect(),
+        )
+    } else {
+        RowChange::Overlay(sent)
+    }
 }
 
 /// The fields the server sent (`Some`), by name.
@@ -471,7 +550,7 @@ fn sent_fields(fields: &[(String, FieldType)], delta: &RecordDelta) -> Vec<(Stri
 /// becomes the server's; otherwise it is derived from the merged document.
 fn merge(
     key: &RecordRef,
-    fields: &[(String, FieldType)],
+    (fields, keys): FieldKeys<'_>,
     delta: &RecordDelta,
     held: &Held,
 ) -> Result<Decision, ApplyError> {
@@ -494,10 +573,10 @@ fn merge(
     }
     let confirmed = !held.queued && held.confirm.is_some_and(|seq| delta.seq >= seq);
     let (row, deleted) = if confirmed {
-        let row = RowChange::Overlay(sent_fields(fields, delta));
+        let row = server_row(fields, delta);
         (row, delta.state == DeltaState::Deleted)
     } else {
-        let row = derive_row(&record, fields).map_err(failed)?;
+        let row = derive_row(&record, fields, keys).map_err(failed)?;
         (RowChange::Replace(row), record.is_deleted())
     };
     let bytes = Bytes::Replace(record.save());
@@ -513,7 +592,9 @@ fn merge(
 
 /// The row a document shows by last-writer-wins (the client does not know the
 /// server's policies: the server's row replaces this guess once it echoes the
-/// record). Without a field list, every field of the document.
+/// record). Without a field list, every field of the document. Fields are
+/// read under their document keys (`keys`, empty when every key is the name)
+/// and converted to their types, as the server reads them.
 ///
 /// # Errors
 ///
@@ -521,24 +602,29 @@ fn merge(
 pub fn derive_row(
     record: &Record,
     fields: &[(String, FieldType)],
+    keys: &[String],
 ) -> Result<LocalRow, mobilesyncdb_crdt::RecordError> {
-    let names: Vec<(String, Option<FieldType>)> = if fields.is_empty() {
+    let names: Vec<(String, String, Option<FieldType>)> = if fields.is_empty() {
         record
             .field_names()
             .into_iter()
-            .map(|name| (name, None))
+            .map(|name| (name.clone(), name, None))
             .collect()
     } else {
         fields
             .iter()
-            .map(|(name, kind)| (name.clone(), Some(*kind)))
+            .enumerate()
+            .map(|(position, (name, kind))| {
+                let key = keys.get(position).unwrap_or(name);
+                (name.clone(), key.clone(), Some(*kind))
+            })
             .collect()
     };
     let mut row = LocalRow::new();
-    for (name, kind) in names {
-        let value = record.resolve(&name, &LastWriterWins)?.value;
+    for (name, key, kind) in names {
+        let value = record.resolve(&key, &LastWriterWins)?.value;
         let value = match kind {
-            Some(kind) => kind.coerce(value),
+            Some(kind) => kind.read(value),
             None => value,
         };
         if !value.is_null() {
@@ -605,6 +691,7 @@ mod tests {
             checksum: 7,
             tables: vec![TableBatch {
                 table: "todos".into(),
+                keys: fields().into_iter().map(|(name, _)| name).collect(),
                 fields: fields(),
                 records,
             }],

@@ -210,7 +210,8 @@ impl<T: Transport> Client<T> {
 
     fn pull_request(&self) -> (PullRequest, u64) {
         let config = &self.inner.config;
-        let state = self.lock();
+        let mut state = self.lock();
+        state.replica.restate_schema(config.schema_version);
         let replica = &state.replica;
         let request = PullRequest {
             device: config.device.clone(),
@@ -320,6 +321,7 @@ impl<T: Transport> Client<T> {
             let request = PushRequest {
                 device: config.device.clone(),
                 ops,
+                schema_version: config.schema_version,
             };
             let message = encode_request(MessageKind::PushRequest, &request);
             let result: PushResult = self

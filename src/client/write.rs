@@ -31,6 +31,8 @@ pub(crate) struct PreparedWrite {
     pub(crate) existing: Option<LocalRecord>,
     kind: WriteKind,
     fields: Vec<(String, FieldType)>,
+    /// Document keys of the fields (empty: every key is the name).
+    keys: Vec<String>,
     actor: ActorId,
     meta: StampMeta,
 }
@@ -59,10 +61,10 @@ impl PreparedWrite {
         if !config.replicates(table) {
             return Err(unknown_table());
         }
-        let fields = replica
+        let (fields, keys) = replica
             .tables
             .get(table)
-            .map(|local| local.fields.clone())
+            .map(|local| (local.fields.clone(), local.keys.clone()))
             .unwrap_or_default();
         let key = config.key_of(table);
         let (id, kind) = match kind {
@@ -118,6 +120,7 @@ impl PreparedWrite {
             existing,
             kind,
             fields,
+            keys,
             actor: replica.actor.clone(),
             meta: StampMeta::new(stamp, ClientId::from(config.device.as_str())),
         })
@@ -140,16 +143,22 @@ impl PreparedWrite {
         record.set_actor(self.actor.clone());
         let (change, row, deleted) = match &self.kind {
             WriteKind::Insert(values) if base.deleted => {
-                let change = record.revive(&edits(values), &self.meta).map_err(failed)?;
-                let row = derive_row(&record, &self.fields).map_err(failed)?;
+                let change = record
+                    .revive(&self.edits(values), &self.meta)
+                    .map_err(failed)?;
+                let row = derive_row(&record, &self.fields, &self.keys).map_err(failed)?;
                 (change, row, false)
             }
             WriteKind::Insert(values) => {
-                let change = record.write(&edits(values), &self.meta).map_err(failed)?;
+                let change = record
+                    .write(&self.edits(values), &self.meta)
+                    .map_err(failed)?;
                 (change, overlaid(LocalRow::new(), values), false)
             }
             WriteKind::Update(values) => {
-                let change = record.write(&edits(values), &self.meta).map_err(failed)?;
+                let change = record
+                    .write(&self.edits(values), &self.meta)
+                    .map_err(failed)?;
                 (change, overlaid(base.row.clone(), values), false)
             }
             WriteKind::Delete => {
@@ -241,14 +250,25 @@ fn without_key(
     Ok(values)
 }
 
-fn edits(values: &Fields) -> Vec<Edit> {
-    values
-        .iter()
-        .map(|(field, value)| match value {
-            Value::Null => Edit::unset(field.as_str()),
-            value => Edit::set(field.as_str(), value.clone()),
-        })
-        .collect()
+impl PreparedWrite {
+    /// The values as edits of the document, each under its field's key.
+    fn edits(&self, values: &Fields) -> Vec<Edit> {
+        values
+            .iter()
+            .map(|(field, value)| {
+                let key = self
+                    .fields
+                    .iter()
+                    .position(|(name, _)| name == field)
+                    .and_then(|position| self.keys.get(position))
+                    .unwrap_or(field);
+                match value {
+                    Value::Null => Edit::unset(key.as_str()),
+                    value => Edit::set(key.as_str(), value.clone()),
+                }
+            })
+            .collect()
+    }
 }
 
 fn overlaid(mut row: LocalRow, values: &Fields) -> LocalRow {

@@ -29,6 +29,7 @@ use crate::storage::Journal;
 
 mod audit;
 mod export;
+mod migrate;
 mod persist;
 mod scan;
 mod state;
@@ -50,6 +51,7 @@ pub struct Writer<'a> {
     access: &'a dyn RowAccess,
     version: Option<u64>,
     defer: bool,
+    schema: Option<u32>,
 }
 
 impl Writer<'_> {
@@ -71,10 +73,20 @@ impl Writer<'_> {
         self
     }
 
+    /// Reads the fields of inserts and patches as an app on schema version
+    /// `version` names and types them, translating them to the current version
+    /// (a field the current version removed is written where that version reads
+    /// it). `None`, or the current version, writes as the current version does.
+    pub fn schema_version(mut self, version: Option<u32>) -> Self {
+        self.schema = version;
+        self
+    }
+
     fn guard(&self) -> state::Guard<'_> {
         state::Guard {
             access: self.access,
             version: self.version,
+            schema: self.schema,
         }
     }
 
@@ -90,7 +102,7 @@ impl Writer<'_> {
         origin: &ClientId,
     ) -> Result<WriteOutcome, EngineError> {
         self.db.commit(self.defer, |state| {
-            state.insert(table, fields, origin, self.access)
+            state.insert(table, fields, origin, self.guard())
         })
     }
 
@@ -370,6 +382,7 @@ impl Database {
             pending_lsn: None,
             conflicts: crate::engine::audit::ConflictLog::default(),
             events: crate::engine::audit::EventLog::default(),
+            history: crate::schema::SchemaHistory::default(),
         };
         Ok(Database {
             state: Arc::new(RwLock::new(state)),
@@ -441,6 +454,7 @@ impl Database {
                 "table created"
             );
             state.journal_table(&table.schema);
+            state.history.amend(&table.schema);
             let name = table.name().to_owned();
             state.add_table(table);
             state.note_schema_changed(&name, true);
@@ -571,6 +585,7 @@ impl Database {
             access,
             version: None,
             defer: false,
+            schema: None,
         }
     }
 
@@ -693,10 +708,14 @@ impl Database {
         };
         let record = table_ref.record(slot).load().map_err(corrupt)?;
         let mut conflicts = Vec::new();
-        for field in &table_ref.schema.fields {
-            let set = record.conflict_set(&field.name).map_err(corrupt)?;
+        for field in table_ref.schema.live_fields() {
+            let set = record.conflict_set(field.doc_key()).map_err(corrupt)?;
             if set.is_conflict() {
-                conflicts.push(set);
+                // Named as the field is now (a renamed field keeps its key).
+                conflicts.push(ConflictSet::new(
+                    field.name.clone(),
+                    set.candidates().to_vec(),
+                ));
             }
         }
         Ok(conflicts)

@@ -57,6 +57,57 @@ pub enum SchemaError {
     TooManyTables { limit: usize },
 }
 
+/// A schema document was refused, or an app's schema version is not served;
+/// nothing changed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MigrationError {
+    #[error("the schema document is not valid: {0}")]
+    Invalid(String),
+    #[error("schema version {version} is not newer than the current version {current}")]
+    NotNewer { version: u32, current: u32 },
+    #[error("{}", blocked_message(.0))]
+    Blocked(Box<crate::schema::MigrationReport>),
+    #[error(
+        "app schema version {stated} is no longer supported: upgrade the app to schema version {minimum} or later"
+    )]
+    UpgradeRequired { stated: u32, minimum: u32 },
+    #[error("schema version {stated} is unknown here: the server's current version is {current}")]
+    UnknownVersion { stated: u32, current: u32 },
+    #[error("the minimum app version {minimum} is newer than the current version {current}")]
+    MinimumAhead { minimum: u32, current: u32 },
+}
+
+fn blocked_message(report: &crate::schema::MigrationReport) -> String {
+    let reasons: Vec<String> = report
+        .blockers
+        .iter()
+        .map(|blocker| match &blocker.field {
+            Some(field) => format!("`{}.{field}`: {}", blocker.table, blocker.problem),
+            None => format!("`{}`: {}", blocker.table, blocker.problem),
+        })
+        .collect();
+    format!(
+        "the migration to version {} cannot be applied automatically; nothing changed: {}",
+        report.diff.to_version,
+        reasons.join("; ")
+    )
+}
+
+impl MigrationError {
+    /// A stable, machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            MigrationError::Invalid(_) => "bad_schema_document",
+            MigrationError::NotNewer { .. } => "schema_version_not_newer",
+            MigrationError::Blocked(_) => "migration_blocked",
+            MigrationError::UpgradeRequired { .. } => "upgrade_required",
+            MigrationError::UnknownVersion { .. } => "unknown_schema_version",
+            MigrationError::MinimumAhead { .. } => "bad_min_client_version",
+        }
+    }
+}
+
 /// A write was refused; nothing of it was applied.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -148,6 +199,18 @@ pub enum WriteError {
     /// Reads go on; writes resume by themselves once the disk takes them again.
     #[error("{reason}")]
     Storage { reason: String },
+    #[error(
+        "table `{table}`, record `{record}`, field `{field}`: a value from schema version {version} has no form in the current version: {problem}"
+    )]
+    Untranslatable {
+        table: String,
+        record: String,
+        field: String,
+        version: u32,
+        problem: String,
+    },
+    #[error(transparent)]
+    Version(MigrationError),
     #[error("conflict {id} is resolved already")]
     ConflictClosed { id: u64 },
     #[error("table `{table}`, record `{record}`: {source}")]
@@ -199,6 +262,8 @@ pub enum EngineError {
     Read(#[from] ReadError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Migration(#[from] MigrationError),
 }
 
 impl WriteError {
@@ -223,6 +288,8 @@ impl WriteError {
             WriteError::ClockSkew { .. } => "clock_skew",
             WriteError::Storage { .. } => "storage_unavailable",
             WriteError::ConflictClosed { .. } => "conflict_closed",
+            WriteError::Untranslatable { .. } => "untranslatable",
+            WriteError::Version(error) => error.code(),
             WriteError::Record { source, .. } => match source {
                 RecordError::MissingDependencies { .. } => "missing_dependencies",
                 RecordError::UnknownHeads { .. } => "unknown_base",
@@ -245,6 +312,7 @@ impl EngineError {
             EngineError::Read(ReadError::UnknownConflict { .. }) => "unknown_conflict",
             EngineError::Schema(_) => "bad_schema",
             EngineError::Config(_) => "bad_config",
+            EngineError::Migration(error) => error.code(),
         }
     }
 }

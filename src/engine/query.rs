@@ -375,6 +375,11 @@ pub(crate) trait RowSource {
     fn record_id(&self, slot: u32) -> &str;
     /// The index on the field at `position`, if there is one.
     fn index_on(&self, position: usize) -> Option<&Index>;
+    /// The value of the field at `position` in a row, as the field reads it
+    /// (converted to its type, or its default when the record has none).
+    fn value(&self, row: &Row, position: usize) -> Value {
+        row.read(position, &self.schema().fields[position])
+    }
 }
 
 /// Runs `query` against `source`.
@@ -438,7 +443,7 @@ impl RowFilter {
         self.checks.is_empty()
     }
 
-    pub(crate) fn matches(&self, row: &Row) -> bool {
-        self.checks.iter().all(|check| check.matches(row))
+    pub(crate) fn matches(&self, schema: &TableSchema, row: &Row) -> bool {
+        self.checks.iter().all(|check| check.matches(schema, row))
     }
 }

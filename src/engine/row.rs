@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use mobilesyncdb_crdt::Value;
 
-use crate::schema::{TableSchema, value_to_json};
+use crate::schema::{FieldSpec, TableSchema, value_to_json};
 
 const NULL: u8 = 0;
 const FALSE: u8 = 1;
@@ -29,6 +29,9 @@ const BYTES: u8 = 7;
 const COUNTER: u8 = 8;
 const LIST: u8 = 9;
 const MAP: u8 = 10;
+/// The record's document has no value for the field (never written): it reads
+/// as the field's default. `null` is a value someone wrote.
+const ABSENT: u8 = 11;
 
 /// A record's visible values, one per schema field, in the schema's field order.
 ///
@@ -54,6 +57,38 @@ impl Row {
         }
         Row {
             encoded: encoded.into_boxed_slice(),
+        }
+    }
+
+    /// A row from values in field order; `None` marks a field the document has
+    /// no value for.
+    pub(crate) fn with_absent(values: &[Option<Value>]) -> Row {
+        let mut encoded = Vec::with_capacity(values.len() * 8);
+        for value in values {
+            match value {
+                Some(value) => encode(value, &mut encoded),
+                None => encoded.push(ABSENT),
+            }
+        }
+        Row {
+            encoded: encoded.into_boxed_slice(),
+        }
+    }
+
+    /// The value at a field position, `None` when the record has none: past the
+    /// end (the row is older than the field) or never written. Readers give the
+    /// field's default then.
+    pub fn get_opt(&self, position: usize) -> Option<Value> {
+        let mut reader = Reader::new(&self.encoded);
+        for _ in 0..position {
+            if reader.is_empty() {
+                return None;
+            }
+            reader.skip();
+        }
+        match reader.bytes.first() {
+            None | Some(&ABSENT) => None,
+            Some(_) => Some(reader.value()),
         }
     }
 
@@ -89,7 +124,7 @@ impl Row {
                 .find(|(replaced, _)| *replaced == position)
             {
                 Some((_, value)) => encode(value, &mut encoded),
-                None if kept.is_empty() => encoded.push(NULL),
+                None if kept.is_empty() => encoded.push(ABSENT),
                 None => encoded.extend_from_slice(kept),
             }
         }
@@ -114,10 +149,23 @@ impl Row {
         schema
             .fields
             .iter()
-            .zip(self.values())
-            .filter(|(_, value)| !value.is_null())
-            .map(|(field, value)| (field.name.clone(), value_to_json(&value)))
+            .enumerate()
+            .filter(|(_, field)| !field.retired)
+            .filter_map(|(position, field)| {
+                let value = self.read(position, field);
+                (!value.is_null()).then(|| (field.name.clone(), value_to_json(&value)))
+            })
             .collect()
+    }
+
+    /// The value of `field`, at `position`, as the field reads it: converted to
+    /// its type (values written under an older type stay as written until the
+    /// record is written again), or its default when the record has none.
+    pub fn read(&self, position: usize, field: &FieldSpec) -> Value {
+        match self.get_opt(position) {
+            Some(value) => field.kind.read(value),
+            None => field.default_value(),
+        }
     }
 
     /// The encoded bytes, as storage keeps them.

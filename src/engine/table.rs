@@ -9,14 +9,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasher;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
-use mobilesyncdb_crdt::{Edit, PolicyRegistry, PolicySet, Record, RecordError, Value};
+use mobilesyncdb_crdt::{Edit, MergePolicy, PolicyRegistry, PolicySet, Record, RecordError, Value};
 
 use crate::engine::changelog::Chunk;
 use crate::engine::error::{SchemaError, WriteError};
 use crate::engine::index::Index;
 use crate::engine::query::RowSource;
 use crate::engine::row::Row;
-use crate::schema::{FieldType, Fields, TableSchema};
+use crate::schema::{FieldSpec, FieldType, Fields, TableSchema};
 
 /// The most tables one database holds (table ids are 16 bits in the change log).
 pub(crate) const MAX_TABLES: usize = 4_096;
@@ -177,31 +177,71 @@ impl Table {
     /// Builds every index from the live rows at once, one index per thread.
     pub(crate) fn reindex(&mut self) {
         self.deferred_indexes = false;
-        let records = &self.records;
+        let (records, schema) = (&self.records, &self.schema);
         let specs: Vec<(usize, bool)> = self
             .indexes
             .iter()
             .map(|index| (index.field_position(), index.is_unique()))
             .collect();
-        let build = |(position, unique): (usize, bool)| {
-            let entries = records
-                .iter()
-                .enumerate()
-                .filter(|(_, record)| !record.deleted)
-                .map(|(slot, record)| (record.row.get(position), slot as u32))
-                .collect();
-            Index::from_entries(position, unique, entries)
-        };
         self.indexes = std::thread::scope(|scope| {
             let handles: Vec<_> = specs
                 .iter()
-                .map(|spec| scope.spawn(move || build(*spec)))
+                .map(|&(position, unique)| {
+                    scope.spawn(move || build_index(records, schema, position, unique))
+                })
                 .collect();
             handles
                 .into_iter()
                 .map(|handle| handle.join().expect("an index build does not panic"))
                 .collect()
         });
+    }
+
+    /// Moves the table to a new version of its schema, in the engine's form
+    /// ([`crate::schema::evolve`]): policies and indexes follow, rows stay as
+    /// they are and read through the new fields. Only an index whose keys change
+    /// is built: a new one, or one on a field whose type or default changed.
+    /// Nothing changes on error.
+    pub(crate) fn migrate(
+        &mut self,
+        schema: TableSchema,
+        registry: &PolicyRegistry,
+    ) -> Result<(), SchemaError> {
+        validate_schema(&schema)?;
+        let policies = build_policies(&schema, registry)?;
+        let mut old = std::mem::take(&mut self.indexes);
+        let mut build = Vec::new();
+        for spec in &schema.indexes {
+            let Some(position) = schema.position(&spec.field) else {
+                continue;
+            };
+            let same_keys = self.schema.fields.get(position).is_some_and(|before| {
+                let after = &schema.fields[position];
+                before.kind == after.kind && before.default == after.default
+            });
+            let kept = old.iter().position(|index| {
+                index.field_position() == position && index.is_unique() == spec.unique
+            });
+            match kept {
+                Some(at) if same_keys => self.indexes.push(old.swap_remove(at)),
+                _ => build.push((position, spec.unique)),
+            }
+        }
+        self.schema = schema;
+        self.policies = policies;
+        for (position, unique) in build {
+            let index = if self.deferred_indexes {
+                Index::new(position, unique)
+            } else {
+                build_index(&self.records, &self.schema, position, unique)
+            };
+            self.indexes.push(index);
+        }
+        // Dropping a large index takes a while: not under the engine's lock.
+        if old.iter().any(|index| index.heap_bytes() > 1 << 20) {
+            std::thread::spawn(move || drop(old));
+        }
+        Ok(())
     }
 
     /// Every record slot, in slot order.
@@ -310,16 +350,64 @@ impl Table {
     }
 
     /// The visible row of `record` under this table's policies, and whether a
-    /// manual conflict stays open in it.
+    /// manual conflict stays open in it. Every column is derived, removed fields
+    /// too (apps on older versions still read them); a field the document has no
+    /// value for is marked absent, so that it reads as its default.
     pub(crate) fn derive_row(&self, record: &Record) -> Result<(Row, bool), RecordError> {
         let mut open = false;
         let mut values = Vec::with_capacity(self.schema.fields.len());
         for field in &self.schema.fields {
-            let resolution = record.resolve(&field.name, self.policies.for_field(&field.name))?;
+            let key = field.doc_key();
+            let resolution = record.resolve(key, self.policy_of(field))?;
             open |= resolution.open;
-            values.push(field.kind.coerce(resolution.value));
+            let value = field.kind.coerce(resolution.value);
+            values.push((!value.is_null() || record.has_field(key)).then_some(value));
         }
-        Ok((Row::new(values), open))
+        Ok((Row::with_absent(&values), open))
+    }
+
+    /// The merge policy of a field; removed fields take the table's.
+    pub(crate) fn policy_of(&self, field: &FieldSpec) -> &dyn MergePolicy {
+        if field.retired {
+            self.policies.default_policy()
+        } else {
+            self.policies.for_field(&field.name)
+        }
+    }
+
+    /// The field, removed or not, whose values are under `key` in documents.
+    pub(crate) fn field_of_key(&self, key: &str) -> Option<(usize, &FieldSpec)> {
+        let position = self.schema.position_of_key(key)?;
+        Some((position, &self.schema.fields[position]))
+    }
+
+    /// The field names of document keys (a key no field has stays as it is).
+    pub(crate) fn names_of_keys(&self, keys: Vec<String>) -> Vec<String> {
+        keys.into_iter()
+            .map(|key| match self.field_of_key(&key) {
+                Some((_, field)) => field.name.clone(),
+                None => key,
+            })
+            .collect()
+    }
+
+    /// The document key of the field named `name` (`name` itself when there is
+    /// no such field).
+    pub(crate) fn key_of<'a>(&'a self, name: &'a str) -> &'a str {
+        self.schema.spec(name).map_or(name, FieldSpec::doc_key)
+    }
+
+    /// The merge policy of the values under a document key.
+    pub(crate) fn policy_of_key(&self, key: &str) -> &dyn MergePolicy {
+        match self.field_of_key(key) {
+            Some((_, field)) => self.policy_of(field),
+            None => self.policies.default_policy(),
+        }
+    }
+
+    /// The value of the field at `position` in a row, as the field reads it.
+    pub(crate) fn read(&self, row: &Row, position: usize) -> Value {
+        read_field(&self.schema, row, position)
     }
 
     /// What a record's document shows: its visible row (empty when deleted),
@@ -345,10 +433,11 @@ impl Table {
         } else {
             &mut self.indexes[..]
         };
+        let schema = &self.schema;
         for index in indexes {
             let position = index.field_position();
-            let old_key = was_live.then(|| old_row.get(position));
-            let new_key = (!deleted).then(|| new_row.get(position));
+            let old_key = was_live.then(|| read_field(schema, &old_row, position));
+            let new_key = (!deleted).then(|| read_field(schema, new_row, position));
             if old_key == new_key {
                 continue;
             }
@@ -375,7 +464,7 @@ impl Table {
         record_id: &str,
     ) -> Result<(), WriteError> {
         for index in self.indexes.iter().filter(|index| index.is_unique()) {
-            let key = row.get(index.field_position());
+            let key = self.read(row, index.field_position());
             if let Some(holder) = index.holder(&key, slot.unwrap_or(u32::MAX)) {
                 return Err(WriteError::UniqueViolation {
                     table: self.name().to_owned(),
@@ -451,7 +540,7 @@ impl Table {
                 return Err(self.unknown_field(&id, name));
             }
         }
-        for spec in &self.schema.fields {
+        for spec in self.schema.live_fields() {
             let given = fields.get(&spec.name).filter(|value| !value.is_null());
             let value = match (given, &spec.default) {
                 (Some(value), _) => self.checked(&id, &spec.name, spec.kind, value.clone())?,
@@ -469,14 +558,81 @@ impl Table {
                 continue;
             }
             edits.push(Edit::Set {
-                field: spec.name.clone(),
+                field: spec.doc_key().to_owned(),
                 value,
             });
         }
         Ok((id, edits))
     }
 
-    /// Checks a patch of an existing record against the schema.
+    /// Edits an app on schema version `version` made (`view` is this table's
+    /// schema in that version), as edits of the current version's fields by
+    /// name, and edits by document key of the fields the current version
+    /// removed (apps on older versions still read them). Values are checked
+    /// against the app's types and converted to the current ones.
+    pub(crate) fn translate(
+        &self,
+        view: &TableSchema,
+        version: u32,
+        id: &str,
+        edits: Vec<Edit>,
+    ) -> Result<(Vec<Edit>, Vec<Edit>), WriteError> {
+        let mut named = Vec::with_capacity(edits.len());
+        let mut removed = Vec::new();
+        for edit in edits {
+            let name = edit.field().to_owned();
+            let spec = view
+                .spec(&name)
+                .ok_or_else(|| self.unknown_field(id, &name))?;
+            let Some((_, field)) = self.field_of_key(spec.doc_key()) else {
+                return Err(self.unknown_field(id, &name));
+            };
+            let key = field.doc_key().to_owned();
+            let edit = match edit {
+                Edit::Set { value, .. } => {
+                    let value = self.checked(id, &name, spec.kind, value)?;
+                    if field.retired {
+                        removed.push(Edit::Set { field: key, value });
+                        continue;
+                    }
+                    let converted = field.kind.convert(value.clone()).ok_or_else(|| {
+                        WriteError::Untranslatable {
+                            table: self.name().to_owned(),
+                            record: id.to_owned(),
+                            field: name.clone(),
+                            version,
+                            problem: format!(
+                                "the {} value does not convert to {}",
+                                value.kind(),
+                                field.kind
+                            ),
+                        }
+                    })?;
+                    Edit::Set {
+                        field: field.name.clone(),
+                        value: converted,
+                    }
+                }
+                Edit::Unset { .. } if field.retired => {
+                    removed.push(Edit::Unset { field: key });
+                    continue;
+                }
+                Edit::Unset { .. } => Edit::Unset {
+                    field: field.name.clone(),
+                },
+                Edit::Increment { by, .. } if !field.retired => Edit::Increment {
+                    field: field.name.clone(),
+                    by,
+                },
+                Edit::Increment { .. } => return Err(self.unknown_field(id, &name)),
+            };
+            named.push(edit);
+        }
+        Ok((named, removed))
+    }
+
+    /// Checks a patch of an existing record against the schema; the edits come
+    /// back keyed by the fields' document keys.
     pub(crate) fn prepare_patch(
         &self,
         id: &str,
@@ -500,6 +656,7 @@ impl Table {
                 field: spec.name.clone(),
             });
         }
+        let key = spec.doc_key().to_owned();
         match edit {
             Edit::Set { field, value } => {
                 let value = self.checked(id, &field, spec.kind, value)?;
@@ -510,7 +667,7 @@ impl Table {
                         field,
                     });
                 }
-                Ok(Edit::Set { field, value })
+                Ok(Edit::Set { field: key, value })
             }
             Edit::Unset { field } if spec.required => Err(WriteError::MissingRequired {
                 table: self.name().to_owned(),
@@ -525,7 +682,8 @@ impl Table {
                     kind: spec.kind,
                 })
             }
-            other => Ok(other),
+            Edit::Unset { .. } => Ok(Edit::Unset { field: key }),
+            Edit::Increment { by, .. } => Ok(Edit::Increment { field: key, by }),
         }
     }
 
@@ -570,6 +728,30 @@ impl Table {
     }
 }
 
+/// An index on the field at `position`, built from the live rows at once.
+fn build_index(
+    records: &[StoredRecord],
+    schema: &TableSchema,
+    position: usize,
+    unique: bool,
+) -> Index {
+    let entries = records
+        .iter()
+        .enumerate()
+        .filter(|(_, record)| !record.deleted)
+        .map(|(slot, record)| (read_field(schema, &record.row, position), slot as u32))
+        .collect();
+    Index::from_entries(position, unique, entries)
+}
+
+/// The value of the field at `position` in a row, as the field reads it.
+fn read_field(schema: &TableSchema, row: &Row, position: usize) -> Value {
+    match schema.fields.get(position) {
+        Some(field) => row.read(position, field),
+        None => Value::Null,
+    }
+}
+
 /// Approximate bytes of one `BTreeMap<u64, u32>` entry including node overhead.
 const BTREE_ENTRY_BYTES: usize = 24;
 
@@ -604,14 +786,19 @@ fn validate_schema(schema: &TableSchema) -> Result<(), SchemaError> {
         return Err(SchemaError::BadTableName { table: table() });
     }
     let mut seen = BTreeSet::new();
+    let mut keys = BTreeSet::new();
     for field in &schema.fields {
-        if field.name.is_empty() || field.name.len() > 64 || field.name.starts_with('_') {
+        if field.name.is_empty()
+            || field.name.len() > 64
+            || field.name.starts_with('_')
+            || field.doc_key().starts_with('_')
+        {
             return Err(SchemaError::BadFieldName {
                 table: table(),
                 field: field.name.clone(),
             });
         }
-        if !seen.insert(field.name.as_str()) {
+        if !keys.insert(field.doc_key()) || (!field.retired && !seen.insert(field.name.as_str())) {
             return Err(SchemaError::DuplicateField {
                 table: table(),
                 field: field.name.clone(),

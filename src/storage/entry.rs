@@ -76,6 +76,18 @@ pub(crate) enum Entry<'a> {
     Conflicts(u64, Vec<ConflictRecord>),
     /// Snapshot: the last event id given, and every retained event, by id.
     Events(u64, Vec<Event>),
+    /// A schema version became current (the engine's form, as JSON).
+    Schema {
+        #[serde(borrow)]
+        doc: Cow<'a, str>,
+    },
+    /// The oldest schema version apps may state changed.
+    MinClientVersion(u32),
+    /// Snapshot: every schema version (as JSON), after the tables.
+    SchemaHistory {
+        #[serde(borrow)]
+        history: Cow<'a, str>,
+    },
 }
 
 /// The effects of one write.

@@ -596,6 +596,7 @@ fn load_snapshot(
                 Ok(())
             }
             Entry::Table { schema } => restore.table(&schema),
+            Entry::SchemaHistory { history } => restore.schema_history(&history),
             Entry::Settings(settings) => {
                 for (key, value) in settings {
                     restore.setting(&key, Some(&value));
@@ -668,6 +669,11 @@ fn apply(
         Entry::Table { schema } => restore.table(&schema),
         Entry::Write(write) => restore.write(write),
         Entry::Policies { table, schema } => restore.policies(table, &schema),
+        Entry::Schema { doc } => restore.schema(&doc),
+        Entry::MinClientVersion(version) => {
+            restore.min_client_version(version);
+            Ok(())
+        }
         Entry::Conflict(conflict) => {
             restore.conflict(conflict.into_owned());
             Ok(())

@@ -13,7 +13,7 @@ use serde_bytes::ByteBuf;
 
 use crate::compress::{self, ColumnError, Compressor};
 use crate::engine::{Row, ScannedRecord, ScannedState};
-use crate::schema::{FieldType, TableSchema};
+use crate::schema::{FieldType, Lens};
 use crate::sync::message::{DeltaState, PullBatch, RecordDelta, TableBatch};
 use crate::sync::wire::{self, MessageKind, WireError};
 use changes::{
@@ -53,6 +53,10 @@ pub(crate) struct BatchBody {
 pub(crate) struct TableBody {
     pub(crate) name: String,
     pub(crate) fields: Vec<(String, FieldType)>,
+    /// The document key of each field, when some field's key is not its name
+    /// (a renamed field); absent otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) keys: Vec<String>,
     pub(crate) n: u32,
     pub(crate) ids: ByteBuf,
     pub(crate) seqs: ByteBuf,
@@ -72,17 +76,16 @@ pub(crate) struct TableBody {
 /// change chunk puts on a root field and that the row column sends anyway are
 /// left out of the chunk (the client puts them back); without it (a client that
 /// does not decode operations) chunks keep every value.
+///
+/// Rows are read through `lens`, the table as the client's schema version
+/// shows it; change chunks go as they are.
 pub(crate) fn table_body(
-    schema: &TableSchema,
+    lens: &Lens,
     records: &[&ScannedRecord],
     compressor: &Compressor,
     strip: bool,
 ) -> TableBody {
-    let fields: Vec<(String, FieldType)> = schema
-        .fields
-        .iter()
-        .map(|field| (field.name.clone(), field.kind))
-        .collect();
+    let fields = lens.fields();
     let mut flags = Vec::with_capacity(records.len());
     let mut payloads: Vec<&[u8]> = Vec::with_capacity(records.len());
     let mut chunks = Vec::with_capacity(records.len());
@@ -90,12 +93,12 @@ pub(crate) fn table_body(
     let mut rows: Vec<Option<&Row>> = Vec::with_capacity(records.len());
     let mut changes = ChangeColumnsBuilder::default();
     for record in records {
-        let described = describe(record, &fields);
-        let sent = |name: &str| -> Option<Value> {
+        let described = describe(record, lens);
+        let sent = |key: &str| -> Option<Value> {
             let row = described.row?;
-            let position = fields.iter().position(|(field, _)| field == name)?;
+            let position = lens.position_of_key(key)?;
             let mask = &described.touched;
-            (mask.is_empty() || bit(mask, position)).then(|| row.get(position))
+            (mask.is_empty() || bit(mask, position)).then(|| lens.read(row, position))
         };
         let value = (strip && described.row.is_some()).then_some(&sent as RowValue<'_>);
         let taken = changes.add(described.payload, value, strip);
@@ -114,7 +117,7 @@ pub(crate) fn table_body(
                 .iter()
                 .zip(&touched)
                 .map(|(row, mask)| match row {
-                    Some(row) if mask.is_empty() || bit(mask, position) => row.get(position),
+                    Some(row) if mask.is_empty() || bit(mask, position) => lens.read(row, position),
                     _ => Value::Null,
                 })
                 .collect();
@@ -122,7 +125,8 @@ pub(crate) fn table_body(
         })
         .collect();
     TableBody {
-        name: schema.name.clone(),
+        name: lens.table().to_owned(),
+        keys: lens.keys(),
         n: u32::try_from(records.len()).unwrap_or(u32::MAX),
         ids: ByteBuf::from(compressor.encode_strs(&ids)),
         seqs: ByteBuf::from(compressor.encode_u64s(&seqs)),
@@ -146,7 +150,7 @@ struct Described<'r> {
 }
 
 /// A record's flags, payload, row and sent fields.
-fn describe<'r>(record: &'r ScannedRecord, fields: &[(String, FieldType)]) -> Described<'r> {
+fn describe<'r>(record: &'r ScannedRecord, lens: &Lens) -> Described<'r> {
     let empty = |flags| Described {
         flags,
         payload: &[],
@@ -166,7 +170,9 @@ fn describe<'r>(record: &'r ScannedRecord, fields: &[(String, FieldType)]) -> De
             let whole = if payload.whole { flag::WHOLE } else { 0 };
             // A record the client holds gets only the fields its changes write.
             let touched = (!*new)
-                .then(|| ops::read_payload(&payload.bytes, fields))
+                .then(|| {
+                    ops::read_payload(&payload.bytes, &|key| lens.position_of_key(key), lens.len())
+                })
                 .flatten()
                 .filter(|summary| !summary.opaque)
                 .map(|summary| summary.touched);
@@ -282,6 +288,16 @@ fn decode_table(
             n: table.n,
         });
     }
+    if !table.keys.is_empty() && table.keys.len() != table.fields.len() {
+        return Err(BatchError::RowColumns {
+            table: table.name,
+            expected: table.fields.len(),
+            found: table.keys.len(),
+        });
+    }
+    if table.keys.is_empty() {
+        table.keys = table.fields.iter().map(|(name, _)| name.clone()).collect();
+    }
     if table.rows.len() != table.fields.len() {
         return Err(BatchError::RowColumns {
             table: table.name,
@@ -356,7 +372,7 @@ fn decode_table(
                 return Err(changed(&id, ChangeError::Both));
             }
             let value = |key: &str| {
-                let position = table.fields.iter().position(|(field, _)| field == key)?;
+                let position = table.keys.iter().position(|known| known == key)?;
                 row[position].clone()
             };
             let mut copy = Held {
@@ -386,6 +402,7 @@ fn decode_table(
     Ok(TableBatch {
         table: table.name,
         fields: table.fields,
+        keys: table.keys,
         records,
     })
 }

@@ -128,8 +128,12 @@ impl PullBatch {
 #[derive(Clone, Debug, PartialEq)]
 pub struct TableBatch {
     pub table: String,
-    /// The fields, in the order of [`RecordDelta::row`].
+    /// The fields, in the order of [`RecordDelta::row`], named and typed as the
+    /// client's schema version has them.
     pub fields: Vec<(String, FieldType)>,
+    /// The document key of each field: where its values are in the record's
+    /// document (the field's first name; a rename keeps it).
+    pub keys: Vec<String>,
     pub records: Vec<RecordDelta>,
 }
 
@@ -169,6 +173,10 @@ pub enum DeltaState {
 pub struct PushRequest {
     pub device: String,
     pub ops: Vec<PushOp>,
+    /// The schema version the app was built against: patches are named and
+    /// typed in it. Absent means the current version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<u32>,
 }
 
 /// One pushed operation.

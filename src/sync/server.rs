@@ -17,7 +17,7 @@ use crate::engine::{
     Database, EngineError, Filter, FilterOp, FullAccess, OperatorShape, RowAccess, ScanRequest,
     ScannedRecord, SystemClock, TableScope, WallClock,
 };
-use crate::schema::{Fields, TableSchema};
+use crate::schema::{Fields, Lens, TableSchema};
 use crate::storage::StorageError;
 use crate::storage::entry::Entry;
 use crate::sync::batch::{self, BatchBody};
@@ -328,16 +328,22 @@ impl SyncServer {
             return Err(SyncError::NoTables);
         }
         let db = &self.inner.db;
-        let schemas: Vec<TableSchema> = request
+        db.check_client_version(request.schema_version)?;
+        // Each table as the app's schema version shows it, over the current rows.
+        let views: Vec<(TableSchema, TableSchema)> = request
             .tables
             .iter()
-            .map(|scope| schema_of(db, &scope.table))
+            .map(|scope| view_of(db, &scope.table, request.schema_version))
             .collect::<Result<_, _>>()?;
+        let lenses: Vec<Lens> = views
+            .iter()
+            .map(|(view, current)| Lens::new(view, current))
+            .collect();
         let scopes: Vec<TableScope> = request
             .tables
             .iter()
-            .zip(&schemas)
-            .map(|(scope, schema)| table_scope(scope, schema))
+            .zip(&views)
+            .map(|(scope, (view, current))| table_scope(scope, view, current))
             .collect::<Result<_, _>>()?;
         let latest = db.latest_seq();
         if request.cursor > latest {
@@ -391,7 +397,7 @@ impl SyncServer {
                     .collect();
                 (!records.is_empty()).then(|| {
                     let derive = !request.explicit_rows;
-                    batch::table_body(&schemas[scope], &records, &compressor, derive)
+                    batch::table_body(&lenses[scope], &records, &compressor, derive)
                 })
             })
             .collect();
@@ -469,6 +475,7 @@ impl SyncServer {
                 .check_healthy()
                 .map_err(|error| SyncError::Engine(error.into()))?;
         }
+        self.inner.db.check_client_version(request.schema_version)?;
         let origin = ClientId::from(request.device.as_str());
         let mut results = Vec::with_capacity(request.ops.len());
         // Schemas of the tables patched so far: a push of many patches to one
@@ -480,7 +487,7 @@ impl SyncServer {
                 results.push(earlier);
                 continue;
             }
-            let result = self.apply(op, &origin, access, &mut schemas);
+            let result = self.apply(op, &origin, access, request.schema_version, &mut schemas);
             if result.status != OpStatus::Rejected {
                 self.remember(&request.device, &result);
             }
@@ -549,10 +556,11 @@ impl SyncServer {
         op: PushOp,
         origin: &ClientId,
         access: &dyn RowAccess,
+        version: Option<u32>,
         schemas: &mut BTreeMap<String, TableSchema>,
     ) -> OpResult {
         let op_id = op.op.clone();
-        match self.apply_op(op, origin, access, schemas) {
+        match self.apply_op(op, origin, access, version, schemas) {
             Ok(result) => result,
             Err((code, reason)) => {
                 debug!(op = %op_id, code, reason, "pushed operation rejected");
@@ -574,9 +582,15 @@ impl SyncServer {
         op: PushOp,
         origin: &ClientId,
         access: &dyn RowAccess,
+        version: Option<u32>,
         schemas: &mut BTreeMap<String, TableSchema>,
     ) -> Result<OpResult, (&'static str, String)> {
-        let db = self.inner.db.writer(access).deferred();
+        let db = self
+            .inner
+            .db
+            .writer(access)
+            .deferred()
+            .schema_version(version);
         let read = &self.inner.db;
         let engine = |error: EngineError| (error.code(), error.to_string());
         let mut result = OpResult {
@@ -623,8 +637,8 @@ impl SyncServer {
             return Ok(result);
         }
         if !schemas.contains_key(&op.table) {
-            let schema =
-                schema_of(read, &op.table).map_err(|error| (error.code(), error.to_string()))?;
+            let (schema, _) = view_of(read, &op.table, version)
+                .map_err(|error| (error.code(), error.to_string()))?;
             schemas.insert(op.table.clone(), schema);
         }
         let fields = typed_fields(&schemas[&op.table], &op.set)?;
@@ -754,18 +768,32 @@ impl SyncServer {
     }
 }
 
-fn schema_of(db: &Database, table: &str) -> Result<TableSchema, SyncError> {
-    db.schema(table).ok_or_else(|| SyncError::UnknownTable {
-        table: table.to_owned(),
+/// The table as schema version `version` shows it (the engine's form), and as
+/// it is now.
+fn view_of(
+    db: &Database,
+    table: &str,
+    version: Option<u32>,
+) -> Result<(TableSchema, TableSchema), SyncError> {
+    db.table_view(table, version).map_err(|error| match error {
+        EngineError::Read(crate::engine::ReadError::UnknownTable { table }) => {
+            SyncError::UnknownTable { table }
+        }
+        error => SyncError::Engine(error),
     })
 }
 
-/// A wire scope as the engine's scope, its filter values typed by the schema.
-fn table_scope(scope: &WireScope, schema: &TableSchema) -> Result<TableScope, SyncError> {
+/// A wire scope as the engine's scope: filters named and typed as the app's
+/// schema version (`view`) has them, on the current fields.
+fn table_scope(
+    scope: &WireScope,
+    view: &TableSchema,
+    current: &TableSchema,
+) -> Result<TableScope, SyncError> {
     let filters = scope
         .filters
         .iter()
-        .map(|filter| engine_filter(filter, schema))
+        .map(|filter| engine_filter(filter, view, current))
         .collect::<Result<_, _>>()?;
     Ok(TableScope {
         table: scope.table.clone(),
@@ -773,18 +801,29 @@ fn table_scope(scope: &WireScope, schema: &TableSchema) -> Result<TableScope, Sy
     })
 }
 
-fn engine_filter(filter: &WireFilter, schema: &TableSchema) -> Result<Filter, SyncError> {
+fn engine_filter(
+    filter: &WireFilter,
+    view: &TableSchema,
+    current: &TableSchema,
+) -> Result<Filter, SyncError> {
     let bad = |problem: &str| SyncError::BadFilter {
-        table: schema.name.clone(),
+        table: view.name.clone(),
         field: filter.field.clone(),
         problem: problem.to_owned(),
     };
-    let spec = schema
+    let spec = view
         .spec(&filter.field)
         .ok_or_else(|| bad("no such field"))?;
+    // The same values under the current version's name and type.
+    let now = current
+        .position_of_key(spec.doc_key())
+        .map(|position| &current.fields[position])
+        .filter(|field| !field.retired)
+        .ok_or_else(|| bad("the field was removed: filter on it with the current app"))?;
     let typed = |value: &crate::sync::message::WireValue| {
         value
             .typed(spec.kind)
+            .and_then(|value| now.kind.convert(value))
             .ok_or_else(|| bad(&format!("the value does not fit a {} field", spec.kind)))
     };
     let shape = FilterOp::shape(&filter.op)
@@ -802,7 +841,7 @@ fn engine_filter(filter: &WireFilter, schema: &TableSchema) -> Result<Filter, Sy
             _ => return Err(bad("`prefix` takes a string")),
         },
     };
-    Ok(Filter::new(filter.field.clone(), op))
+    Ok(Filter::new(now.name.clone(), op))
 }
 
 /// Pushed field values typed by the schema.

@@ -341,7 +341,7 @@ async fn write_record(
         ));
     }
     if replace {
-        for spec in &schema.fields {
+        for spec in schema.live_fields() {
             if spec.name != schema.primary_key {
                 fields.entry(spec.name.clone()).or_insert(Value::Null);
             }

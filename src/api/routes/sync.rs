@@ -426,6 +426,10 @@ pub(crate) struct JsonPush {
     #[serde(default)]
     device: Option<String>,
     ops: Vec<JsonPushOp>,
+    /// The schema version the app was built against: `set` is named and typed
+    /// in it. Absent means the current version.
+    #[serde(default)]
+    schema_version: Option<u32>,
 }
 
 /// One pushed operation: a field patch (`set`, with `insert` or `delete`) or
@@ -489,6 +493,7 @@ impl JsonPush {
         Ok(PushRequest {
             device: self.device.unwrap_or_default(),
             ops,
+            schema_version: self.schema_version,
         })
     }
 }

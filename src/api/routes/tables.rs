@@ -101,7 +101,15 @@ impl TableDefinition {
         if listed {
             schema.fields.clear();
         }
-        schema.fields.extend(self.fields);
+        // Keys, renames and removals are the engine's, made by migrations.
+        schema
+            .fields
+            .extend(self.fields.into_iter().map(|field| FieldSpec {
+                renamed_from: None,
+                key: None,
+                retired: false,
+                ..field
+            }));
         schema.indexes = self.indexes;
         schema.policy = self.policy;
         schema.field_policies = self.field_policies;

@@ -87,14 +87,16 @@ impl State {
 
     fn note_conflict(&mut self, written: &Written<'_>, set: &ConflictSet, now: u64) {
         let table = &self.tables[usize::from(written.table)];
-        let policy = table.policies.for_field(set.field());
+        let policy = table.policy_of_key(set.field());
         let resolution = mobilesyncdb_crdt::resolve(policy, set);
         let conflict = ConflictRecord {
             id: self.conflicts.next_id(),
             time_ms: now,
             table: table.name().to_owned(),
             record: table.record(written.slot).id.to_string(),
-            field: set.field().to_owned(),
+            field: table
+                .field_of_key(set.field())
+                .map_or_else(|| set.field().to_owned(), |(_, field)| field.name.clone()),
             seq: written.seq,
             policy: policy.name().to_owned(),
             candidates: set
@@ -173,12 +175,10 @@ impl State {
             .schema
             .fields
             .iter()
-            .filter(|field| !recorded.contains(&field.name))
-            .filter(|field| written.record.has_conflict(&field.name))
-            .filter_map(|field| written.record.conflict_set(&field.name).ok())
-            .filter(|set| {
-                mobilesyncdb_crdt::resolve(table.policies.for_field(set.field()), set).open
-            })
+            .filter(|field| !field.retired && !recorded.contains(&field.name))
+            .filter(|field| written.record.has_conflict(field.doc_key()))
+            .filter_map(|field| written.record.conflict_set(field.doc_key()).ok())
+            .filter(|set| mobilesyncdb_crdt::resolve(table.policy_of_key(set.field()), set).open)
             .collect();
         for set in unrecorded {
             self.note_conflict(written, &set, now);
@@ -196,14 +196,12 @@ impl State {
             let Some(conflict) = self.conflicts.get(open) else {
                 continue;
             };
-            let still_open = written.record.has_conflict(&conflict.field)
-                && written
-                    .record
-                    .conflict_set(&conflict.field)
-                    .is_ok_and(|set| {
-                        let policy = table.policies.for_field(&conflict.field);
-                        mobilesyncdb_crdt::resolve(policy, &set).open
-                    });
+            let key = table.key_of(&conflict.field);
+            let still_open = written.record.has_conflict(key)
+                && written.record.conflict_set(key).is_ok_and(|set| {
+                    let policy = table.policies.for_field(&conflict.field);
+                    mobilesyncdb_crdt::resolve(policy, &set).open
+                });
             if still_open {
                 continue;
             }
@@ -211,7 +209,7 @@ impl State {
                 .schema
                 .position(&conflict.field)
                 .map_or(Value::Null, |position| {
-                    table.record(written.slot).row.get(position)
+                    table.read(&table.record(written.slot).row, position)
                 });
             let resolution = ConflictResolution {
                 time_ms: now,
@@ -250,8 +248,9 @@ impl State {
         let data = json!({
             "table": table,
             "version": target.schema.version,
+            "schema_version": self.history.version(),
             "created": created,
-            "schema": target.schema,
+            "schema": target.schema.public(),
         });
         let now = self.wall.now_ms();
         self.push_event(now, EventKind::SchemaChanged, Some(table.to_owned()), data);
@@ -311,6 +310,7 @@ impl State {
         let version = schema.version;
         let target = &mut self.tables[usize::from(table_id)];
         target.set_policies(schema, &self.registry)?;
+        self.history.amend(&target.schema);
         info!(
             table,
             version,
@@ -334,7 +334,7 @@ impl State {
 
     /// Re-derives one record under its table's current policies; when its
     /// visible row changed, writes the policy mark so replicas fetch it.
-    fn reresolve(
+    pub(super) fn reresolve(
         &mut self,
         table_id: u16,
         slot: u32,
@@ -457,6 +457,7 @@ impl Database {
             let guard = super::state::Guard {
                 access,
                 version: None,
+                schema: None,
             };
             state.patch(
                 &conflict.table,

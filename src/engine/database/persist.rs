@@ -225,6 +225,7 @@ impl Database {
                 .iter()
                 .map(|table| serde_json::to_string(&table.schema).expect("schemas serialize"))
                 .collect(),
+            history: serde_json::to_string(&state.history).expect("schema histories serialize"),
             tables,
             log,
             conflicts: (state.conflicts.last_id(), state.conflicts.all()),
@@ -241,6 +242,7 @@ pub(crate) struct EngineCopy {
     start: SnapshotStart,
     settings: Vec<(String, String)>,
     schemas: Vec<String>,
+    history: String,
     tables: Vec<Vec<RecordCopy>>,
     log: Vec<LogCopy>,
     conflicts: (u64, Vec<ConflictRecord>),
@@ -295,6 +297,9 @@ impl EngineCopy {
                 schema: Cow::Borrowed(schema),
             })?;
         }
+        put(&Entry::SchemaHistory {
+            history: Cow::Borrowed(&self.history),
+        })?;
         let mut counts = CopyCounts {
             tables: self.tables.len() as u64,
             ..CopyCounts::default()
@@ -396,6 +401,24 @@ impl State {
         }
     }
 
+    /// Logs a schema version becoming current.
+    pub(super) fn journal_schema(&mut self, doc: &crate::schema::SchemaDoc) {
+        if let Some(journal) = &self.journal {
+            let entry = Entry::Schema {
+                doc: Cow::Owned(serde_json::to_string(doc).expect("schemas serialize")),
+            };
+            self.pending_lsn = Some(journal.append(&entry.encode(), None));
+        }
+    }
+
+    /// Logs a change of the oldest schema version apps may state.
+    pub(super) fn journal_min_client_version(&mut self, version: u32) {
+        if let Some(journal) = &self.journal {
+            let entry = Entry::MinClientVersion(version);
+            self.pending_lsn = Some(journal.append(&entry.encode(), None));
+        }
+    }
+
     /// Logs a change of a table's policies.
     pub(super) fn journal_policies(&mut self, table_id: u16) {
         if let Some(journal) = &self.journal {
@@ -488,7 +511,38 @@ impl Restore<'_> {
         let mut table =
             Table::new(schema, &self.state.registry).map_err(|error| error.to_string())?;
         table.defer_indexes();
+        self.state.history.amend(&table.schema);
         self.state.add_table(table);
+        Ok(())
+    }
+
+    /// A schema version that became current.
+    ///
+    /// # Errors
+    ///
+    /// A document that does not read, or tables it cannot give their schemas.
+    pub(crate) fn schema(&mut self, doc: &str) -> Result<(), String> {
+        let doc: crate::schema::SchemaDoc =
+            serde_json::from_str(doc).map_err(|error| format!("a schema version: {error}"))?;
+        self.state
+            .install(doc, true)
+            .map(|_| ())
+            .map_err(|error| error.to_string())
+    }
+
+    /// The oldest schema version apps may state.
+    pub(crate) fn min_client_version(&mut self, version: u32) {
+        self.state.history.set_min_client_version(version);
+    }
+
+    /// A snapshot's schema versions.
+    ///
+    /// # Errors
+    ///
+    /// A history that does not read.
+    pub(crate) fn schema_history(&mut self, history: &str) -> Result<(), String> {
+        self.state.history = serde_json::from_str(history)
+            .map_err(|error| format!("the schema versions: {error}"))?;
         Ok(())
     }
 
@@ -652,7 +706,9 @@ impl Restore<'_> {
             .ok_or_else(|| format!("policies of unknown table {table}"))?;
         target
             .set_policies(schema, &state.registry)
-            .map_err(|error| error.to_string())
+            .map_err(|error| error.to_string())?;
+        state.history.amend(&target.schema);
+        Ok(())
     }
 
     /// A conflict record, new or closed.

@@ -351,7 +351,7 @@ impl Scanner<'_, '_> {
             return Ok(true);
         }
         if !stored.deleted {
-            return Ok(resolved.filter.matches(&stored.row)
+            return Ok(resolved.filter.matches(&resolved.table.schema, &stored.row)
                 && self.request.access.admits(name, &stored.row));
         }
         let corrupt = |source| ReadError::Corrupt {
@@ -361,7 +361,8 @@ impl Scanner<'_, '_> {
         };
         let record: Record = stored.load().map_err(corrupt)?;
         let (row, _) = resolved.table.derive_row(&record).map_err(corrupt)?;
-        Ok(resolved.filter.matches(&row) && self.request.access.admits(name, &row))
+        Ok(resolved.filter.matches(&resolved.table.schema, &row)
+            && self.request.access.admits(name, &row))
     }
 }
 

@@ -23,7 +23,7 @@ use crate::engine::error::{ReadError, WriteError};
 use crate::engine::query::Query;
 use crate::engine::row::Row;
 use crate::engine::table::{StoredChunk, StoredRecord, Table};
-use crate::schema::Fields;
+use crate::schema::{Fields, SchemaHistory};
 use crate::storage::Journal;
 
 #[derive(Debug)]
@@ -51,6 +51,8 @@ pub(super) struct State {
     pub(super) conflicts: ConflictLog,
     /// Events for webhooks, within retention.
     pub(super) events: EventLog,
+    /// Every schema version apps may state.
+    pub(super) history: SchemaHistory,
 }
 
 /// Per-slot bookkeeping beyond the row and chunk bytes.
@@ -156,11 +158,29 @@ impl State {
         table: &str,
         fields: Fields,
         origin: &ClientId,
-        access: &dyn RowAccess,
+        guard: Guard<'_>,
     ) -> Result<WriteOutcome, WriteError> {
+        let access = guard.access;
         let table_id = self.table_id(table)?;
         let target = &self.tables[usize::from(table_id)];
-        let (id, edits) = target.prepare_insert(&fields)?;
+        let (id, edits) = match self.table_as_of(table, guard.schema)? {
+            Some(view) => {
+                let version = guard.schema.unwrap_or_default();
+                let edits = crate::schema::field_edits(fields);
+                let (named, removed) = target.translate(view, version, "", edits)?;
+                let fields = named
+                    .into_iter()
+                    .filter_map(|edit| match edit {
+                        Edit::Set { field, value } => Some((field, value)),
+                        _ => None,
+                    })
+                    .collect();
+                let (id, mut edits) = target.prepare_insert(&fields)?;
+                edits.extend(removed);
+                (id, edits)
+            }
+            None => target.prepare_insert(&fields)?,
+        };
         let existing = target.slot_of(&id);
         if let Some(slot) = existing {
             hidden_as_missing(target, slot, access)?;
@@ -216,7 +236,16 @@ impl State {
         let table_id = self.table_id(table)?;
         let target = &self.tables[usize::from(table_id)];
         let slot = live_slot(target, id, guard)?;
-        let edits = target.prepare_patch(id, edits)?;
+        let edits = match self.table_as_of(table, guard.schema)? {
+            Some(view) => {
+                let version = guard.schema.unwrap_or_default();
+                let (named, removed) = target.translate(view, version, id, edits)?;
+                let mut edits = target.prepare_patch(id, named)?;
+                edits.extend(removed);
+                edits
+            }
+            None => target.prepare_patch(id, edits)?,
+        };
         let predicted = predicted_row(target, Some(slot), &edits);
         target.check_unique(Some(slot), &predicted, id)?;
         self.ensure_memory(predicted.heap_bytes() + ENTRY_OVERHEAD_BYTES + 256)?;
@@ -254,6 +283,7 @@ impl State {
                 Ok(change)
             },
         )?;
+        let conflicted_fields = self.tables[usize::from(table_id)].names_of_keys(conflicted_fields);
         Ok(PatchOutcome {
             write,
             causality: Causality::Concurrent,
@@ -351,6 +381,7 @@ impl State {
         if report.causality == Causality::Concurrent {
             debug!(table, record = id, fields = ?conflicted_fields, "concurrent modification merged");
         }
+        let conflicted_fields = self.tables[usize::from(table_id)].names_of_keys(conflicted_fields);
         Ok(MergeOutcome {
             id: id.to_owned(),
             seqs,
@@ -382,8 +413,8 @@ impl State {
             .schema
             .fields
             .iter()
-            .filter(|field| record.has_conflict(&field.name))
-            .map(|field| field.name.clone())
+            .filter(|field| record.has_conflict(field.doc_key()))
+            .map(|field| field.doc_key().to_owned())
             .collect()
     }
 
@@ -791,6 +822,8 @@ pub(super) struct Guard<'a> {
     /// The record's version (its latest sequence number) the writer saw: when
     /// the record changed since, the write is refused.
     pub(super) version: Option<u64>,
+    /// The schema version the writer's fields are named and typed in.
+    pub(super) schema: Option<u32>,
 }
 
 fn record_error(table: &str, id: &str, source: mobilesyncdb_crdt::RecordError) -> WriteError {
@@ -808,7 +841,7 @@ fn predicted_row(table: &Table, slot: Option<u32>, edits: &[Edit]) -> Row {
     let current = slot.map_or(&empty, |slot| &table.record(slot).row);
     let mut replacements: Vec<(usize, Value)> = Vec::with_capacity(edits.len());
     for edit in edits {
-        let Some(position) = table.schema.position(edit.field()) else {
+        let Some(position) = table.schema.position_of_key(edit.field()) else {
             continue;
         };
         let value = match edit {

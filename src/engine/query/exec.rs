@@ -108,12 +108,16 @@ pub(super) struct Scan<'a, 'q, S> {
 impl<'a, S: RowSource> Scan<'a, '_, S> {
     fn hit(&self, slot: u32) -> Option<Hit<'a>> {
         let row = self.source.live_row(slot)?;
-        if !self.residual.iter().all(|check| check.matches(row)) {
+        if !self
+            .residual
+            .iter()
+            .all(|check| check.matches(self.source.schema(), row))
+        {
             return None;
         }
         let hit = Hit {
             row,
-            value: row.get(self.order),
+            value: self.source.value(row, self.order),
             id: self.source.record_id(slot),
             slot,
         };

@@ -23,8 +23,11 @@ pub(super) struct Check {
 }
 
 impl Check {
-    pub(super) fn matches(&self, row: &Row) -> bool {
-        op_matches(&self.op, &row.get(self.position))
+    pub(super) fn matches(&self, schema: &TableSchema, row: &Row) -> bool {
+        op_matches(
+            &self.op,
+            &row.read(self.position, &schema.fields[self.position]),
+        )
     }
 }
 

@@ -11,6 +11,18 @@ use base64::Engine as _;
 use mobilesyncdb_crdt::{Edit, PolicySpec, Value};
 use serde::{Deserialize, Serialize};
 
+mod convert;
+pub mod diff;
+pub mod doc;
+pub mod lens;
+pub mod migrate;
+
+pub use convert::{Converter, Coverage, format_rfc3339_ms};
+pub use diff::{FieldChange, SchemaDiff, TableChange};
+pub use doc::{SchemaDoc, SchemaDocError};
+pub use lens::Lens;
+pub use migrate::{BlockedRecord, Blocker, MigrationReport, SchemaHistory, evolve, fresh};
+
 /// A record's fields by name, as inserts and updates give them.
 pub type Fields = BTreeMap<String, Value>;
 
@@ -268,9 +280,25 @@ pub struct FieldSpec {
     /// An insert must give a non-null value (or the default supplies one).
     #[serde(default)]
     pub required: bool,
-    /// Written on insert when the insert does not give the field.
+    /// Written on insert when the insert does not give the field, and read for
+    /// records whose document has no value for it (records older than the field,
+    /// records written by apps that do not know it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<serde_json::Value>,
+    /// In a schema document: the field's name in the previous version. A
+    /// declared rename keeps the field's values; without it a new name is a new
+    /// field and the old name a removed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renamed_from: Option<String>,
+    /// The key of the field's values in each record's document, set by the
+    /// engine: the name the field was created with (a rename keeps it), or a
+    /// fresh key when the name was used before by a removed field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Set by the engine: the field was removed from the schema. Its values stay
+    /// in the documents and its column in the rows, for apps on older versions.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retired: bool,
 }
 
 impl FieldSpec {
@@ -281,7 +309,29 @@ impl FieldSpec {
             kind,
             required: false,
             default: None,
+            renamed_from: None,
+            key: None,
+            retired: false,
         }
+    }
+
+    /// The key of the field's values in record documents.
+    pub fn doc_key(&self) -> &str {
+        self.key.as_deref().unwrap_or(&self.name)
+    }
+
+    /// Declares that the field was called `old` in the previous version.
+    pub fn renamed_from(mut self, old: impl Into<String>) -> FieldSpec {
+        self.renamed_from = Some(old.into());
+        self
+    }
+
+    /// The default as a value of the field's type (`Null` without one).
+    pub fn default_value(&self) -> Value {
+        self.default
+            .as_ref()
+            .and_then(|default| self.kind.from_json(default).ok())
+            .unwrap_or(Value::Null)
     }
 
     /// Makes the field required.
@@ -384,14 +434,41 @@ impl TableSchema {
         self
     }
 
-    /// The position of `name` among the fields.
+    /// The position of the field named `name` among the fields (its column in
+    /// the rows). Removed fields have no name.
     pub fn position(&self, name: &str) -> Option<usize> {
-        self.fields.iter().position(|field| field.name == name)
+        self.fields
+            .iter()
+            .position(|field| field.name == name && !field.retired)
     }
 
-    /// The field named `name`.
+    /// The field named `name` (not a removed one).
     pub fn spec(&self, name: &str) -> Option<&FieldSpec> {
-        self.fields.iter().find(|field| field.name == name)
+        self.fields
+            .iter()
+            .find(|field| field.name == name && !field.retired)
+    }
+
+    /// The position of the field, removed or not, whose values are under `key`
+    /// in record documents.
+    pub fn position_of_key(&self, key: &str) -> Option<usize> {
+        self.fields.iter().position(|field| field.doc_key() == key)
+    }
+
+    /// The fields of the schema, without the removed ones the rows still hold.
+    pub fn live_fields(&self) -> impl Iterator<Item = &FieldSpec> {
+        self.fields.iter().filter(|field| !field.retired)
+    }
+
+    /// The schema as people write it: removed fields left out, no document keys.
+    pub fn public(&self) -> TableSchema {
+        let mut public = self.clone();
+        public.fields.retain(|field| !field.retired);
+        for field in &mut public.fields {
+            field.key = None;
+            field.renamed_from = None;
+        }
+        public
     }
 
     /// The position of the primary key field.
