@@ -787,3 +787,48 @@ type = "string"
     assert_eq!(problem["code"], json!("upgrade_required"));
     server.shutdown().await;
 }
+
+#[test]
+fn the_documented_example_applies_as_docs_schema_md_says() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schema");
+    let read = |name: &str| SchemaDoc::read(&dir.join(name)).expect("a schema document");
+    let db = Database::new(EngineConfig::default()).expect("engine config");
+    let admin = ClientId::from("admin");
+    db.apply_schema(&read("v1.toml"), &admin)
+        .expect("version 1");
+    for (id, title, quantity) in [("i1", "milk", 2), ("i2", "bread", 1)] {
+        db.insert(
+            "items",
+            fields(&[
+                ("id", Value::str(id)),
+                ("title", Value::str(title)),
+                ("quantity", Value::Int(quantity)),
+            ]),
+            &admin,
+        )
+        .expect("insert");
+    }
+    db.apply_schema(&read("v2.toml"), &admin)
+        .expect("version 2");
+    db.apply_schema(&read("v3.toml"), &admin)
+        .expect("version 3");
+    db.writer(&mobilesyncdb::engine::FullAccess)
+        .patch(
+            "items",
+            "i2",
+            vec![mobilesyncdb::crdt::Edit::set("quantity", "2 kg")],
+            &admin,
+        )
+        .expect("patch");
+    let report = blocked(db.apply_schema(&read("v4-blocked.toml"), &admin));
+    let fields: Vec<&str> = report
+        .blockers
+        .iter()
+        .filter_map(|blocker| blocker.field.as_deref())
+        .collect();
+    assert_eq!(fields, ["barcode", "barcode", "quantity"]);
+    assert_eq!(db.schema_version(), 3);
+    assert_eq!(db.min_client_version(), 2);
+    let diff = db.schema_diff(1, 3).expect("both versions").to_string();
+    assert!(diff.contains("~ field title renamed to name"), "{diff}");
+}

@@ -21,7 +21,7 @@ use crate::api::problem::Problem;
 use crate::api::routes::{answer, blocking, body, caller, is_json, json, parse_json, with_state};
 use crate::api::state::{AppState, require_admin};
 use crate::crdt::ClientId;
-use crate::schema::{SchemaDiff, SchemaDoc};
+use crate::schema::SchemaDoc;
 
 pub(crate) fn routes(
     state: AppState,
@@ -214,11 +214,14 @@ pub(crate) async fn diff_versions(
     require_admin(&principal)?;
     let db = state.database();
     let to = params.to.unwrap_or_else(|| db.schema_version());
-    let old = db
-        .schema_doc_at(params.from)
-        .ok_or_else(|| no_version(params.from))?;
-    let new = db.schema_doc_at(to).ok_or_else(|| no_version(to))?;
-    let diff = SchemaDiff::between(&old, &new);
+    for version in [params.from, to] {
+        if db.schema_doc_at(version).is_none() {
+            return Err(no_version(version));
+        }
+    }
+    let diff = db
+        .schema_diff(params.from, to)
+        .ok_or_else(|| no_version(to))?;
     if accept.is_some_and(|accept| accept.contains("text/plain")) {
         let mut response = Response::new(diff.to_string().into());
         response.headers_mut().insert(

@@ -228,8 +228,10 @@ impl Check<'_> {
                         let mut blocked = blocker(
                             field,
                             format!(
-                                "a new required field needs a default: {live} existing records \
-                                 have no value for it"
+                                "a new required field needs a default: {live} existing record{} \
+                                 ha{} no value for it",
+                                if live == 1 { "" } else { "s" },
+                                if live == 1 { "s" } else { "ve" },
                             ),
                         );
                         blocked.records = live;
@@ -379,10 +381,11 @@ impl Check<'_> {
             }
         }
         if records > 0 {
+            let plural = if records == 1 { "" } else { "s" };
             blockers.push(Blocker {
                 table: self.table.schema.name.clone(),
                 field: Some(field.to_owned()),
-                problem: format!("{problem}: {records} records"),
+                problem: format!("{problem} ({records} record{plural})"),
                 records,
                 examples,
             });
@@ -535,6 +538,28 @@ impl Database {
             .history
             .at(version)
             .map(|doc| state.public_schema(doc))
+    }
+
+    /// The diff between two schema versions the database had. Renames are
+    /// found by document key, so a rename shows as one even when the versions
+    /// are several apart.
+    pub fn schema_diff(&self, from: u32, to: u32) -> Option<SchemaDiff> {
+        let state = self.read();
+        let (old, new) = (state.history.at(from)?, state.history.at(to)?);
+        let mut public = state.public_schema(new);
+        for (table, engine) in public.tables.iter_mut().zip(&new.tables) {
+            let Some(before) = old.table(&engine.name) else {
+                continue;
+            };
+            for field in &mut table.fields {
+                let key = engine.spec(&field.name).map(|spec| spec.doc_key());
+                field.renamed_from = before
+                    .live_fields()
+                    .find(|earlier| Some(earlier.doc_key()) == key && earlier.name != field.name)
+                    .map(|earlier| earlier.name.clone());
+            }
+        }
+        Some(SchemaDiff::between(&state.public_schema(old), &public))
     }
 
     /// Every schema version in the engine's form (keys and removed fields).
