@@ -557,12 +557,23 @@ async fn unmigratable_changes_are_refused_with_their_records() {
     })));
     assert_eq!(report.blockers[0].records, 3);
 
-    // Types with no converter.
+    // Types with no converter: the records that hold a value are listed.
     let report = blocked(world.apply(&changed(&|table| {
-        table.fields[4] = FieldSpec::new("done", FieldType::Bytes);
+        table.fields[2] = FieldSpec::new("price", FieldType::Bytes);
     })));
-    assert!(
-        report.blockers[0].problem.contains("no converter"),
+    assert_eq!(report.blockers.len(), 1, "{report:?}");
+    let blocker = &report.blockers[0];
+    assert_eq!(blocker.field.as_deref(), Some("price"));
+    assert!(blocker.problem.contains("no converter"), "{report:?}");
+    assert_eq!(blocker.records, 2, "r3 has no price: {report:?}");
+    let examples: Vec<(&str, Option<&Json>)> = blocker
+        .examples
+        .iter()
+        .map(|example| (example.id.as_str(), example.value.as_ref()))
+        .collect();
+    assert_eq!(
+        examples,
+        [("r1", Some(&json!(3))), ("r2", Some(&json!(2)))],
         "{report:?}"
     );
 
@@ -575,11 +586,21 @@ async fn unmigratable_changes_are_refused_with_their_records() {
     })));
     assert_eq!(report.blockers[0].records, 2);
 
-    // The primary key changes.
+    // The primary key changes, or its type does: every record is concerned,
+    // and each change is reported once.
     let report = blocked(world.apply(&changed(&|table| {
         table.primary_key = "code".into();
     })));
-    assert!(!report.blockers.is_empty());
+    assert_eq!(report.blockers.len(), 1, "{report:?}");
+    assert!(report.blockers[0].problem.contains("primary key"));
+    assert_eq!(report.blockers[0].records, 3, "{report:?}");
+    let report = blocked(world.apply(&changed(&|table| {
+        table.fields[0] = FieldSpec::new("id", FieldType::Integer).required();
+    })));
+    assert_eq!(report.blockers.len(), 1, "{report:?}");
+    assert_eq!(report.blockers[0].field.as_deref(), Some("id"));
+    assert!(report.blockers[0].problem.contains("primary key's type"));
+    assert_eq!(report.blockers[0].records, 3, "{report:?}");
 
     // A table removed.
     let report = blocked(world.apply(&SchemaDoc {
@@ -587,7 +608,16 @@ async fn unmigratable_changes_are_refused_with_their_records() {
         min_client_version: 0,
         tables: vec![TableSchema::new("other", "id")],
     }));
-    assert!(report.blockers.iter().any(|b| b.table == TABLE));
+    assert_eq!(report.blockers.len(), 1, "{report:?}");
+    assert_eq!(report.blockers[0].table, TABLE);
+    assert_eq!(report.blockers[0].field, None);
+    assert_eq!(report.blockers[0].records, 3, "{report:?}");
+    let ids: Vec<&str> = report.blockers[0]
+        .examples
+        .iter()
+        .map(|example| example.id.as_str())
+        .collect();
+    assert_eq!(ids, ["r1", "r2", "r3"]);
 
     // Not newer, and not valid.
     assert!(matches!(

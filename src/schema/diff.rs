@@ -6,6 +6,7 @@ use std::fmt;
 use mobilesyncdb_crdt::PolicySpec;
 use serde::Serialize;
 
+use super::migrate::Blocker;
 use super::{Converter, FieldSpec, FieldType, SchemaDoc, TableSchema};
 
 /// What changed from one schema document to another.
@@ -156,22 +157,36 @@ impl SchemaDiff {
 
     /// The changes no migration can make, whatever the records hold: a type
     /// change without a converter, a change of a primary key's type or of which
-    /// field is the primary key, a removed table. Each names its table and field.
-    pub fn blockers_without_data(&self) -> Vec<String> {
+    /// field is the primary key, a removed table. Each names its table and field;
+    /// the engine adds the records concerned.
+    pub fn blockers_without_data(&self) -> Vec<Blocker> {
+        let blocker = |table: &str, field: Option<&str>, problem: String| Blocker {
+            table: table.to_owned(),
+            field: field.map(str::to_owned),
+            problem,
+            records: 0,
+            examples: Vec::new(),
+        };
         let mut blockers = Vec::new();
         for change in &self.tables {
             match change {
                 TableChange::Added { .. } => {}
-                TableChange::Removed { table } => blockers.push(format!(
-                    "table {table}: tables are not removed by a migration"
+                TableChange::Removed { table } => blockers.push(blocker(
+                    table,
+                    None,
+                    "tables are not removed by a migration: keep the table in the document \
+                     (older apps may still sync it)"
+                        .to_owned(),
                 )),
                 TableChange::Changed { table, fields } => {
                     for change in fields {
                         match change {
                             FieldChange::TypeChanged {
                                 field, from, to, ..
-                            } if self.is_primary_key(table, field) => blockers.push(format!(
-                                "table {table}, field {field}: the primary key's type does not change ({from} → {to})"
+                            } if self.is_primary_key(table, field) => blockers.push(blocker(
+                                table,
+                                Some(field),
+                                format!("the primary key's type does not change ({from} → {to})"),
                             )),
                             FieldChange::TypeChanged {
                                 field,
@@ -179,12 +194,18 @@ impl SchemaDiff {
                                 to,
                                 converter: None,
                                 ..
-                            } => blockers.push(format!(
-                                "table {table}, field {field}: no converter from {from} to {to}"
+                            } => blockers.push(blocker(
+                                table,
+                                Some(field),
+                                format!("no converter from {from} to {to}"),
                             )),
-                            FieldChange::PrimaryKeyChanged { from, to } => blockers.push(format!(
-                                "table {table}, field {to}: the primary key does not change (from {from})"
-                            )),
+                            FieldChange::PrimaryKeyChanged { from, to } => {
+                                blockers.push(blocker(
+                                    table,
+                                    Some(to),
+                                    format!("the primary key does not change (from {from})"),
+                                ));
+                            }
                             _ => {}
                         }
                     }
@@ -510,6 +531,10 @@ impl fmt::Display for SchemaDiff {
 
 #[cfg(test)]
 mod tests {
+    fn strings(blockers: Vec<crate::schema::Blocker>) -> Vec<String> {
+        blockers.iter().map(ToString::to_string).collect()
+    }
+
     use super::*;
     use crate::schema::Coverage;
     use serde_json::json;
@@ -587,8 +612,8 @@ mod tests {
             "schema 1 → 2\n  + table tags (2 fields)\n  - table notes"
         );
         assert_eq!(
-            diff.blockers_without_data(),
-            vec!["table notes: tables are not removed by a migration".to_owned()]
+            strings(diff.blockers_without_data()),
+            vec!["table notes: tables are not removed by a migration: keep the table in the document (older apps may still sync it)".to_owned()]
         );
     }
 
@@ -713,7 +738,7 @@ mod tests {
             ),
         );
         assert_eq!(
-            diff.blockers_without_data(),
+            strings(diff.blockers_without_data()),
             vec!["table todos, field code: no converter from bytes to integer".to_owned()]
         );
     }
@@ -975,7 +1000,7 @@ mod tests {
             "schema 1 → 2\n  table todos:\n    ! primary key id → title"
         );
         assert_eq!(
-            diff.blockers_without_data(),
+            strings(diff.blockers_without_data()),
             vec!["table todos, field title: the primary key does not change (from id)".to_owned()]
         );
     }
@@ -1000,7 +1025,7 @@ mod tests {
             "schema 1 → 2\n  table todos:\n    ! field id: string → integer changes the primary key's type"
         );
         assert_eq!(
-            diff.blockers_without_data(),
+            strings(diff.blockers_without_data()),
             vec![
                 "table todos, field id: the primary key's type does not change (string → integer)"
                     .to_owned()

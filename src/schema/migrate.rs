@@ -205,6 +205,19 @@ pub struct Blocker {
     pub examples: Vec<BlockedRecord>,
 }
 
+impl std::fmt::Display for Blocker {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.field {
+            Some(field) => write!(
+                formatter,
+                "table {}, field {field}: {}",
+                self.table, self.problem
+            ),
+            None => write!(formatter, "table {}: {}", self.table, self.problem),
+        }
+    }
+}
+
 /// A record that blocks a migration.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BlockedRecord {

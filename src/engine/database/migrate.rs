@@ -79,18 +79,7 @@ impl State {
                         table.fields.len()
                     ));
                 }
-                TableChange::Removed { table } => {
-                    let records = self.table(table).map_or(0, Table::live_count) as u64;
-                    blockers.push(Blocker {
-                        table: table.clone(),
-                        field: None,
-                        problem: "a migration does not remove tables: keep the table in the \
-                                  document (older apps may still sync it)"
-                            .to_owned(),
-                        records,
-                        examples: Vec::new(),
-                    });
-                }
+                TableChange::Removed { .. } => {}
                 TableChange::Changed { table, fields } => {
                     let Ok(current) = self.table(table) else {
                         continue;
@@ -109,6 +98,27 @@ impl State {
                     }
                 }
             }
+        }
+        // What no data can make possible, with the records it concerns: every
+        // live record of a removed table or of a primary key that changes, the
+        // records holding a value that has no converter.
+        for mut blocker in diff.blockers_without_data() {
+            if let Ok(table) = self.table(&blocker.table) {
+                let next = next_tables.iter().find(|next| next.name == blocker.table);
+                let keyed = |field: &str| {
+                    field == table.schema.primary_key
+                        || next.is_some_and(|next| next.primary_key == field)
+                };
+                let column = match (blocker.field.as_deref(), next) {
+                    (Some(field), Some(next)) if !keyed(field) => next.position(field),
+                    _ => None,
+                };
+                (blocker.records, blocker.examples) = match column {
+                    Some(_) => records_where(table, column, |value| !value.is_null()),
+                    None => records_where(table, None, |_| true),
+                };
+            }
+            blockers.push(blocker);
         }
         let report = MigrationReport {
             diff,
@@ -234,8 +244,8 @@ impl Check<'_> {
                                 if live == 1 { "s" } else { "ve" },
                             ),
                         );
-                        blocked.records = live;
-                        blocked.examples = self.first_live(BLOCKED_EXAMPLES);
+                        (blocked.records, blocked.examples) =
+                            records_where(self.table, None, |_| true);
                         blockers.push(blocked);
                     }
                     if self.doc.min_client_version < self.doc.version {
@@ -265,21 +275,14 @@ impl Check<'_> {
                 "rename `{name}.{from}` to `{to}`: values stay where they are"
             )),
             FieldChange::TypeChanged {
-                field,
-                from,
-                to,
-                converter,
-                ..
+                field, converter, ..
             } => {
-                if *field == self.next.primary_key {
-                    blockers.push(blocker(
-                        field,
-                        "the primary key's type cannot change".to_owned(),
-                    ));
-                    return;
-                }
-                let Some(converter) = converter else {
-                    blockers.push(blocker(field, format!("no converter from {from} to {to}")));
+                // A primary key's type and a change without a converter are
+                // blocked whatever the records hold: `blockers_without_data`.
+                let Some(converter) = converter
+                    .as_ref()
+                    .filter(|_| *field != self.next.primary_key)
+                else {
                     return;
                 };
                 if converter.coverage == Coverage::Checked {
@@ -329,10 +332,7 @@ impl Check<'_> {
                     }
                 });
             }
-            FieldChange::PrimaryKeyChanged { from, to } => blockers.push(blocker(
-                to,
-                format!("the primary key cannot change (from `{from}`)"),
-            )),
+            FieldChange::PrimaryKeyChanged { .. } => {}
         }
     }
 
@@ -340,19 +340,6 @@ impl Check<'_> {
     /// table's reading of it.
     fn column(&self, field: &str) -> Option<usize> {
         self.next.position(field)
-    }
-
-    fn first_live(&self, limit: usize) -> Vec<BlockedRecord> {
-        self.table
-            .records()
-            .iter()
-            .filter(|record| !record.deleted)
-            .take(limit)
-            .map(|record| BlockedRecord {
-                id: record.id.to_string(),
-                value: None,
-            })
-            .collect()
     }
 
     /// Records whose value of `field` matches `bad`, as a blocker.
@@ -366,20 +353,7 @@ impl Check<'_> {
         let Some(position) = self.column(field) else {
             return;
         };
-        let mut records = 0_u64;
-        let mut examples = Vec::new();
-        for record in self.table.records().iter().filter(|record| !record.deleted) {
-            let value = self.table.read(&record.row, position);
-            if bad(&value) {
-                records += 1;
-                if examples.len() < BLOCKED_EXAMPLES {
-                    examples.push(BlockedRecord {
-                        id: record.id.to_string(),
-                        value: Some(value_to_json(&value)),
-                    });
-                }
-            }
-        }
+        let (records, examples) = records_where(self.table, Some(position), bad);
         if records > 0 {
             let plural = if records == 1 { "" } else { "s" };
             blockers.push(Blocker {
@@ -433,6 +407,32 @@ impl Check<'_> {
             blockers,
         );
     }
+}
+
+/// How many live records of `table` match `bad` (by their value in `column`,
+/// or every one without a column), and the first [`BLOCKED_EXAMPLES`] of them
+/// with that value.
+fn records_where(
+    table: &Table,
+    column: Option<usize>,
+    bad: impl Fn(&Value) -> bool,
+) -> (u64, Vec<BlockedRecord>) {
+    let mut records = 0_u64;
+    let mut examples = Vec::new();
+    for record in table.records().iter().filter(|record| !record.deleted) {
+        let value = column.map_or(Value::Null, |column| table.read(&record.row, column));
+        if !bad(&value) {
+            continue;
+        }
+        records += 1;
+        if examples.len() < BLOCKED_EXAMPLES {
+            examples.push(BlockedRecord {
+                id: record.id.to_string(),
+                value: column.map(|_| value_to_json(&value)),
+            });
+        }
+    }
+    (records, examples)
 }
 
 impl Database {
