@@ -165,6 +165,15 @@ fn walk_frame(frame: &[u8], limit: usize) -> Result<usize, ColumnError> {
     Ok(bound)
 }
 
+/// The smallest block size of the LZ4 frame format (64 KiB, 256 KiB, 1 MiB,
+/// 4 MiB) that holds `len` bytes; 4 MiB for anything larger.
+fn block_size_for(len: usize) -> usize {
+    [BLOCK_64K, 256 << 10, 1 << 20]
+        .into_iter()
+        .find(|size| len <= *size)
+        .unwrap_or(4 << 20)
+}
+
 struct FrameHeader {
     block_max: usize,
     block_checksums: bool,
@@ -191,12 +200,17 @@ impl FrameHeader {
             _ => return Err(frame_error("unknown block maximum size")),
         };
         // Decoding allocates a buffer of the block size: a small frame may not
-        // claim large blocks.
-        if block_max > BLOCK_64K.max(limit) {
+        // claim large blocks. An encoder picks the smallest block size that
+        // holds its content, which may be up to 4 times the content (100 KiB in
+        // 256 KiB blocks), so the bound is the smallest block size that holds
+        // `limit`: a frame can make decoding allocate at most 4 times what it
+        // may decompress to.
+        let allowed = block_size_for(limit);
+        if block_max > allowed {
             return Err(ColumnError::AllocationTooLarge {
                 what: "the lz4 block size",
                 claimed: block_max as u64,
-                limit: BLOCK_64K.max(limit) as u64,
+                limit: allowed as u64,
             });
         }
         if flags & 0b1000 != 0 {
@@ -224,7 +238,18 @@ mod tests {
 
     #[test]
     fn frames_round_trip_and_highly_compressible_ones_stay_within_the_ratio() {
-        for payload in [vec![], vec![0u8; 1 << 20], b"hello ".repeat(5_000)] {
+        // 100 KB and 300 KB of zeros take 256 KiB and 1 MiB blocks but frames
+        // short enough that the block is larger than the ratio allows them to
+        // decompress to (a pull of 20,000 rows with one repeated value once made
+        // such a column and its decoder refused it).
+        let payloads = [
+            vec![],
+            vec![0u8; 1 << 20],
+            vec![0u8; 100_000],
+            vec![0u8; 300_000],
+            b"hello ".repeat(5_000),
+        ];
+        for payload in payloads {
             let frame = compress_frame(Vec::new(), &payload);
             assert!(payload.len() <= decompressed_limit(frame.len()));
             assert_eq!(decompress_frame(&frame).expect("valid"), payload);
