@@ -90,7 +90,7 @@ fn record(i: u64) -> Fields {
     fields.insert("title".into(), Value::str(title_of(i)));
     fields.insert("price".into(), Value::Int(price_of(i)));
     fields.insert("legacy".into(), Value::str(legacy_of(i)));
-    fields.insert("done".into(), Value::Bool(i % 2 == 0));
+    fields.insert("done".into(), Value::Bool(i.is_multiple_of(2)));
     fields.insert("code".into(), Value::str(i.to_string()));
     fields
 }
@@ -286,7 +286,10 @@ fn migrations() {
             json.get("extra_10") == Some(&json!(1.5)),
             "extra_10 default",
         );
-        check(json.get("done") == Some(&json!(i % 2 == 0)), "done");
+        check(
+            json.get("done") == Some(&json!(i.is_multiple_of(2))),
+            "done",
+        );
         check(json.get("code") == Some(&json!(i.to_string())), "code");
         if i == 0 {
             println!(
@@ -355,11 +358,11 @@ fn full_pull(
     (batches, pull.bytes_received, started.elapsed())
 }
 
+/// A pulled row as (field name, value) pairs.
+type NamedRow = Vec<(String, Option<Value>)>;
+
 /// The fields and a record's row (by field name) of a full pull.
-fn shape_of(
-    batches: &[PullBatch],
-    id: &str,
-) -> (Vec<(String, FieldType)>, Vec<(String, Option<Value>)>) {
+fn shape_of(batches: &[PullBatch], id: &str) -> (Vec<(String, FieldType)>, NamedRow) {
     let mut fields = None;
     let mut row = None;
     for table in batches.iter().flat_map(|batch| &batch.tables) {
@@ -439,7 +442,10 @@ fn translated_pulls() {
         value_of(&row, "legacy"),
         Some(&Value::str(legacy_of(sample)))
     );
-    assert_eq!(value_of(&row, "done"), Some(&Value::Bool(sample % 2 == 0)));
+    assert_eq!(
+        value_of(&row, "done"),
+        Some(&Value::Bool(sample.is_multiple_of(2)))
+    );
 
     let (fields, row) = shape_of(&new, &id);
     println!("  current fields: {fields:?}");
@@ -461,7 +467,7 @@ fn translated_pulls() {
     );
     assert_eq!(
         value_of(&row, "done"),
-        Some(&Value::Int(i64::from(sample % 2 == 0)))
+        Some(&Value::Int(i64::from(sample.is_multiple_of(2))))
     );
     // The default of a field the record never had, as the current version reads it.
     assert_eq!(value_of(&row, "priority"), Some(&Value::str("0")));
