@@ -56,10 +56,12 @@
 //! # }
 //! ```
 
+mod autosync;
 mod config;
 mod error;
 mod http;
 mod network;
+mod power;
 mod queue;
 mod replica;
 mod sync;
@@ -70,16 +72,20 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use mobilesyncdb_crdt::{ActorId, Record};
 
+pub use autosync::Autosync;
 pub use config::{ClientConfig, RetryPolicy};
 pub use error::{ApplyError, ClientError, TransportError, WriteError};
 pub use http::{HttpTransport, HttpTransportBuilder};
 pub use network::{Fault, FaultRates, NetworkConditions, NetworkStats, SimulatedNetwork};
+pub use power::{ClientPower, FetchDeferred, ModeBehaviour, Polling};
 pub use queue::{QueuedOp, WriteQueue};
 pub use replica::{BatchOutcome, LocalRecord, LocalRow, LocalTable, Replica, derive_row};
 pub use sync::{PullReport, PushReport, RejectedOp, SyncReport};
 pub use transport::{InProcess, Transport};
 
+use crate::power::PowerProfile;
 use crate::schema::Fields;
+use crate::sync::{RecordRef, SyncHint};
 use write::{PreparedWrite, WriteKind};
 
 /// How often a local write or a batch is recomputed when a concurrent write
@@ -110,6 +116,14 @@ pub struct ClientStats {
     pub ops_rejected: u64,
     pub acks: u64,
     pub acks_failed: u64,
+    /// Records the server deferred for the power profile.
+    pub records_deferred: u64,
+    /// Pulls sent as long polls.
+    pub long_polls: u64,
+    /// Time spent on the client's own CPU work, in microseconds: encoding
+    /// requests, decoding and storing batches, making local writes (the
+    /// energy model's CPU term).
+    pub cpu_micros: u64,
 }
 
 /// The client: a local replica synced over `T`. Clone it freely: clones share
@@ -126,6 +140,12 @@ struct Inner<T> {
     state: Mutex<State>,
     /// One push or pull at a time; local writes do not wait for it.
     syncing: tokio::sync::Mutex<()>,
+    /// Wakes [`Client::autosync`]: a local write, a new power state, the app
+    /// coming to the foreground or leaving it.
+    wake: tokio::sync::Notify,
+    /// Asks a long poll of [`Client::autosync`] to give way: the app called a
+    /// sync of its own.
+    interrupt: tokio::sync::Notify,
 }
 
 /// What the lock guards.
@@ -136,6 +156,14 @@ struct State {
     /// Bumped by every change to local records or the queue outside a pull, so a
     /// batch planned on an older state is planned again.
     epoch: u64,
+    /// The power profile reported to the server (`None`: none reported).
+    profile: Option<PowerProfile>,
+    foreground: bool,
+    /// The server's last suggestion for the next sync.
+    hint: Option<SyncHint>,
+    /// When the last exchange with the server ended (tokio's clock): the
+    /// radio is likely still awake shortly after.
+    last_exchange: Option<tokio::time::Instant>,
 }
 
 impl<T> Clone for Client<T> {
@@ -154,6 +182,10 @@ impl<T> std::fmt::Debug for Client<T> {
             .field("cursor", &self.cursor())
             .finish_non_exhaustive()
     }
+}
+
+fn micros(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Locks the client's state.
@@ -222,6 +254,47 @@ impl<T> Client<T> {
     pub fn replica(&self) -> Replica {
         self.lock().replica.clone()
     }
+
+    /// Reports the phone's power state and network from now on (the app reads
+    /// them from the OS). Pulls and pushes carry it, and
+    /// [`Client::autosync`] switches to its mode at once.
+    pub fn set_power(&self, profile: PowerProfile) {
+        let changed = self.lock().profile.replace(profile) != Some(profile);
+        if changed {
+            tracing::debug!(device = %self.inner.config.device, %profile, "power profile changed");
+            self.inner.wake.notify_one();
+        }
+    }
+
+    /// The power profile the client syncs in (`normal`, `unmetered` when none
+    /// was reported).
+    pub fn power(&self) -> PowerProfile {
+        self.lock().profile.unwrap_or_default()
+    }
+
+    /// Tells the client whether the app is in the foreground: the foreground
+    /// and background polling of the power mode differ, and coming to the
+    /// foreground syncs at once (when the mode says so).
+    pub fn set_foreground(&self, foreground: bool) {
+        let changed = std::mem::replace(&mut self.lock().foreground, foreground) != foreground;
+        if changed {
+            self.inner.wake.notify_one();
+        }
+    }
+
+    pub fn is_foreground(&self) -> bool {
+        self.lock().foreground
+    }
+
+    /// The server's last suggestion for the next sync.
+    pub fn hint(&self) -> Option<SyncHint> {
+        self.lock().hint.clone()
+    }
+
+    /// Records the server deferred, waiting to be fetched.
+    pub fn deferred(&self) -> Vec<RecordRef> {
+        self.lock().replica.deferred.iter().cloned().collect()
+    }
 }
 
 impl<T: Transport> Client<T> {
@@ -257,6 +330,10 @@ impl<T: Transport> Client<T> {
             replica,
             stats: ClientStats::default(),
             epoch: 0,
+            profile: config.profile,
+            foreground: true,
+            hint: None,
+            last_exchange: None,
         };
         Ok(Client {
             inner: Arc::new(Inner {
@@ -264,6 +341,8 @@ impl<T: Transport> Client<T> {
                 transport,
                 state: Mutex::new(state),
                 syncing: tokio::sync::Mutex::new(()),
+                wake: tokio::sync::Notify::new(),
+                interrupt: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -342,12 +421,14 @@ impl<T: Transport> Client<T> {
         for _ in 0..MAX_ATTEMPTS {
             let prepared =
                 PreparedWrite::prepare(&mut self.lock().replica, config, table, id, kind.clone())?;
-            let (prepared, written) = tokio::task::spawn_blocking(move || {
+            let (prepared, written, cpu) = tokio::task::spawn_blocking(move || {
+                let started = std::time::Instant::now();
                 let written = prepared.perform();
-                (prepared, written)
+                (prepared, written, started.elapsed())
             })
             .await
             .map_err(ClientError::Task)?;
+            self.count(|stats| stats.cpu_micros += micros(cpu));
             let written = written?;
             let mut state = self.lock();
             let replica = &mut state.replica;
@@ -368,6 +449,8 @@ impl<T: Transport> Client<T> {
                 .insert(prepared.id.clone(), written.record);
             state.epoch += 1;
             state.stats.local_writes += 1;
+            drop(state);
+            self.inner.wake.notify_one();
             return Ok(prepared.id);
         }
         Err(ClientError::Contended)

@@ -101,8 +101,11 @@ pub(crate) use lz4::{compress_frame, decompress_frame_within};
 pub use stats::{CompressionStats, DataKind, KindStats, StatsSnapshot};
 pub use wire::{ColumnEncoding, EncodingByte};
 
-/// How hard the compressor works; see the module documentation.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// How hard the compressor works; see the module documentation. Ordered from
+/// least to most work.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     Off,

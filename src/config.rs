@@ -152,8 +152,11 @@ pub struct SyncConfig {
     /// How many operation ids each session remembers for idempotent retries
     /// (default 4,096).
     pub remembered_ops: usize,
-    /// The compression level of batches when the client names none (default balanced).
+    /// The compression level of batches when the client names none and states
+    /// no power profile (default balanced).
     pub compression: crate::compress::Level,
+    /// What each power profile is served (`[sync.power]`; see `docs/POWER.md`).
+    pub power: crate::power::PowerConfig,
 }
 
 impl Default for SyncConfig {
@@ -169,6 +172,7 @@ impl Default for SyncConfig {
             max_push_ops: 1_000,
             remembered_ops: 4_096,
             compression: crate::compress::Level::Balanced,
+            power: crate::power::PowerConfig::default(),
         }
     }
 }
@@ -191,6 +195,8 @@ impl SyncConfig {
             1 << 16,
         )?;
         at_least("sync.max_push_ops", self.max_push_ops as u64, 1)?;
+        self.power
+            .validate(self.max_batch_records, self.max_batch_bytes)?;
         Ok(())
     }
 }
@@ -217,6 +223,12 @@ pub enum ConfigError {
         "the development admin key or token secret would be exposed on {listen}: set `auth.admin_keys` and `auth.jwt_secret`, or listen on a loopback address"
     )]
     DevelopmentSecretsExposed { listen: std::net::SocketAddr },
+    #[error("`sync.power.{mode}.{setting}` {problem}")]
+    Power {
+        mode: &'static str,
+        setting: &'static str,
+        problem: String,
+    },
 }
 
 impl EngineConfig {

@@ -21,6 +21,7 @@ pub mod compress;
 pub mod config;
 pub mod dataset;
 pub mod engine;
+pub mod power;
 pub mod schema;
 pub mod storage;
 pub mod sync;

@@ -28,8 +28,8 @@ pub mod wire;
 pub use batch::{BatchError, decode_batch, decode_batch_with};
 pub use message::{
     AckRequest, AckResult, DeltaState, ErrorBody, OpResult, OpStatus, PullBatch, PullRequest,
-    PushOp, PushRequest, PushResult, RecordDelta, RecordRef, TableBatch, WireFilter, WireScope,
-    WireValue,
+    PushOp, PushRequest, PushResult, RecordDelta, RecordRef, SyncHint, TableBatch, WireFilter,
+    WireScope, WireValue,
 };
 pub use server::{SyncError, SyncServer};
 pub use session::SessionInfo;

@@ -334,6 +334,7 @@ async fn a_type_change_converts_both_ways_and_loses_nothing() {
             .into(),
             ..mobilesyncdb::sync::PushOp::default()
         }],
+        ..mobilesyncdb::sync::PushRequest::default()
     };
     let result = sync.push(push("nope")).expect("push");
     assert_eq!(result.results[0].code.as_deref(), Some("untranslatable"));

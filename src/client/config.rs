@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::error::ClientError;
+use crate::client::power::ClientPower;
 use crate::compress::Level;
 use crate::engine::{SystemClock, WallClock};
+use crate::power::PowerProfile;
 use crate::sync::WireScope;
 
 /// How the client retries a request that failed on the way (a transport error, a
@@ -71,8 +73,13 @@ pub struct ClientConfig {
     pub level: Option<Level>,
     /// The schema version the app was built against, sent with every pull.
     pub schema_version: Option<u32>,
-    /// The power profile sent with every pull (for example `charging`, `low`).
-    pub profile: Option<String>,
+    /// The phone's power state and network, reported with every pull and push
+    /// so the server serves the power mode (`None`, the default: reported as
+    /// nothing, served by the server's own bounds, synced as `normal`). Change
+    /// it at run time with [`Client::set_power`](crate::client::Client::set_power).
+    pub profile: Option<PowerProfile>,
+    /// How each power state syncs under [`Client::autosync`](crate::client::Client::autosync).
+    pub power: ClientPower,
     /// The most operations the offline write queue holds (default 10,000). A write
     /// beyond it is refused until a push drains the queue.
     pub max_queue: usize,
@@ -100,6 +107,7 @@ impl ClientConfig {
             level: None,
             schema_version: None,
             profile: None,
+            power: ClientPower::default(),
             max_queue: 10_000,
             push_ops: 1_000,
             max_message_bytes: 64 << 20,
@@ -147,6 +155,8 @@ impl ClientConfig {
             "`retry.attempts` must be at least 1"
         } else if self.max_message_bytes < 1 << 16 {
             "`max_message_bytes` must be at least 64 KiB"
+        } else if let Err(problem) = self.power.validate() {
+            problem
         } else {
             return Ok(());
         };

@@ -164,11 +164,20 @@ impl HttpTransport {
     }
 
     /// The endpoint of a request message, by its kind byte.
-    fn endpoint(&self, request: &[u8]) -> Result<&Url, TransportError> {
+    fn endpoint(&self, request: &[u8]) -> Result<Url, TransportError> {
         match request.get(KIND_BYTE) {
-            Some(&PULL_REQUEST) => Ok(&self.shared.pull),
-            Some(&PUSH_REQUEST) => Ok(&self.shared.push),
-            Some(&ACK_REQUEST) => Ok(&self.shared.ack),
+            Some(&PULL_REQUEST) => {
+                let mut url = self.shared.pull.clone();
+                // A long poll names its wait in the query too: the server
+                // gives the request that much time beyond its timeout.
+                if let Some(wait_ms) = long_poll_wait(request) {
+                    url.query_pairs_mut()
+                        .append_pair("wait_ms", &wait_ms.to_string());
+                }
+                Ok(url)
+            }
+            Some(&PUSH_REQUEST) => Ok(self.shared.push.clone()),
+            Some(&ACK_REQUEST) => Ok(self.shared.ack.clone()),
             kind => Err(TransportError::NotARequest {
                 kind: kind.copied(),
             }),
@@ -181,7 +190,7 @@ impl Transport for HttpTransport {
         &self,
         request: Vec<u8>,
     ) -> impl Future<Output = Result<Vec<u8>, TransportError>> + Send {
-        let endpoint = self.endpoint(&request).cloned();
+        let endpoint = self.endpoint(&request);
         let client = self.client.clone();
         let authorization = self.authorization();
         async move {
@@ -218,6 +227,14 @@ impl Transport for HttpTransport {
             ))
         }
     }
+}
+
+/// The wait of a pull request that is a long poll.
+fn long_poll_wait(request: &[u8]) -> Option<u64> {
+    let opened = crate::sync::wire::open(request, usize::MAX).ok()?;
+    let pull: crate::sync::PullRequest =
+        crate::sync::wire::decode_body(&opened, opened.kind).ok()?;
+    pull.wait_ms.filter(|wait| *wait > 0)
 }
 
 /// Builds an [`HttpTransport`]; from [`HttpTransport::builder`].
@@ -479,7 +496,7 @@ mod tests {
     #[test]
     fn routes_by_kind_byte_under_the_base_path() {
         let transport = HttpTransport::new("https://sync.example.com/msdb/", "t").expect("valid");
-        let route = |kind| transport.endpoint(&message(kind)).map(Url::to_string);
+        let route = |kind| transport.endpoint(&message(kind)).map(String::from);
         assert_eq!(
             route(1).expect("pull"),
             "https://sync.example.com/msdb/v1/sync/pull"
@@ -500,6 +517,26 @@ mod tests {
             transport.endpoint(&[0; 3]),
             Err(TransportError::NotARequest { kind: None })
         ));
+    }
+
+    #[test]
+    fn a_long_poll_names_its_wait_in_the_query() {
+        let transport = HttpTransport::new("https://sync.example.com/", "t").expect("valid");
+        let pull = |wait_ms| crate::sync::PullRequest {
+            device: "phone".to_owned(),
+            wait_ms,
+            ..crate::sync::PullRequest::default()
+        };
+        let url = |request: &crate::sync::PullRequest| {
+            let message =
+                crate::sync::encode_request(crate::sync::wire::MessageKind::PullRequest, request);
+            String::from(transport.endpoint(&message).expect("a pull"))
+        };
+        assert_eq!(
+            url(&pull(Some(60_000))),
+            "https://sync.example.com/v1/sync/pull?wait_ms=60000"
+        );
+        assert_eq!(url(&pull(None)), "https://sync.example.com/v1/sync/pull");
     }
 
     #[test]

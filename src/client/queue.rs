@@ -122,14 +122,29 @@ impl WriteQueue {
 
     /// The oldest `max` ops, marked sent, for one push message.
     pub fn next_batch(&mut self, max: usize) -> Vec<PushOp> {
+        self.next_batch_where(max, |_| true)
+    }
+
+    /// The oldest `max` ops of the tables `admit` lets through, marked sent.
+    /// Each record's ops keep their order: a record's ops all pass or all wait.
+    pub fn next_batch_where(&mut self, max: usize, admit: impl Fn(&str) -> bool) -> Vec<PushOp> {
         self.ops
             .iter_mut()
+            .filter(|queued| admit(&queued.op.table))
             .take(max)
             .map(|queued| {
                 queued.sent = true;
                 queued.op.clone()
             })
             .collect()
+    }
+
+    /// Ops of the tables `admit` lets through.
+    pub fn count_where(&self, admit: impl Fn(&str) -> bool) -> usize {
+        self.ops
+            .iter()
+            .filter(|queued| admit(&queued.op.table))
+            .count()
     }
 
     /// Removes the op with this id; returns it.

@@ -88,6 +88,10 @@ pub struct Replica {
     /// changes the server will never accept, so local writes to them wait until
     /// the fetch of their server copy has been answered.
     pub refused: BTreeSet<RecordRef>,
+    /// Records whose changes the server held back for the power profile (a
+    /// low-priority table, a large payload): fetched whole when the power
+    /// mode allows. Until then their local copy is left as it was.
+    pub deferred: BTreeSet<RecordRef>,
     /// For records with pushed edits: the server sequence number at or after
     /// which the server's version holds them. A batch bringing the record at that
     /// number or later (with nothing of it left in the queue) ends `pending`.
@@ -117,6 +121,7 @@ impl Replica {
             scope,
             fetch: BTreeSet::new(),
             refused: BTreeSet::new(),
+            deferred: BTreeSet::new(),
             confirm: BTreeMap::new(),
             queue: WriteQueue::new(prefix),
             schema_version: None,
@@ -202,8 +207,10 @@ impl Replica {
         for key in &planned.requested {
             self.fetch.remove(key);
             self.refused.remove(key);
+            self.deferred.remove(key);
         }
         self.fetch.extend(planned.fetch_later);
+        self.deferred.extend(planned.deferred);
         self.cursor = planned.next_cursor;
         self.base = planned.base;
         self.checksum = planned.checksum;
@@ -255,6 +262,8 @@ impl Replica {
             .filter(|(key, seq)| {
                 **seq <= self.base
                     && !self.fetch.contains(*key)
+                    // A deferred echo is fetched whole when the power mode allows.
+                    && !self.deferred.contains(*key)
                     && !self.queue.has_ops_for(&key.table, &key.id)
             })
             .map(|(key, _)| key.clone())
@@ -287,6 +296,9 @@ pub struct BatchOutcome {
     pub merged: usize,
     /// Changes to records not held here, to fetch whole on the next pull.
     pub fetch_later: usize,
+    /// Records the server deferred (or changes to records still deferred),
+    /// to fetch whole when the power mode allows.
+    pub deferred: usize,
     pub next_cursor: u64,
     pub has_more: bool,
 }
@@ -295,6 +307,8 @@ pub struct BatchOutcome {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct BatchSnapshot {
     held: BTreeMap<RecordRef, Held>,
+    /// Records of the batch still deferred: their changes wait for the fetch.
+    deferred: BTreeSet<RecordRef>,
 }
 
 #[derive(Clone, Debug)]
@@ -313,14 +327,18 @@ impl BatchSnapshot {
     pub(crate) fn of(replica: &Replica, batch: &PullBatch) -> BatchSnapshot {
         let mut queued: Option<BTreeSet<(&str, &str)>> = None;
         let mut held = BTreeMap::new();
+        let mut deferred = BTreeSet::new();
         for table in &batch.tables {
             for delta in &table.records {
-                let Some(record) = replica.record(&table.table, &delta.id) else {
-                    continue;
-                };
                 let key = RecordRef {
                     table: table.table.clone(),
                     id: delta.id.clone(),
+                };
+                if replica.deferred.contains(&key) {
+                    deferred.insert(key.clone());
+                }
+                let Some(record) = replica.record(&table.table, &delta.id) else {
+                    continue;
                 };
                 let queued = record.pending && {
                     let set = queued.get_or_insert_with(|| queued_records(&replica.queue));
@@ -336,7 +354,7 @@ impl BatchSnapshot {
                 held.insert(key, state);
             }
         }
-        BatchSnapshot { held }
+        BatchSnapshot { held, deferred }
     }
 }
 
@@ -358,6 +376,7 @@ pub(crate) struct PlannedBatch {
     actions: Vec<(RecordRef, Action)>,
     requested: Vec<RecordRef>,
     fetch_later: Vec<RecordRef>,
+    deferred: Vec<RecordRef>,
     next_cursor: u64,
     base: u64,
     checksum: u32,
@@ -408,11 +427,13 @@ pub(crate) fn plan(
         actions: Vec::with_capacity(batch.len()),
         requested: requested.to_vec(),
         fetch_later: Vec::new(),
+        deferred: batch.deferred.clone(),
         next_cursor: batch.next_cursor,
         base: batch.base,
         checksum: batch.checksum,
         outcome: BatchOutcome {
             records: batch.len(),
+            deferred: batch.deferred.len(),
             next_cursor: batch.next_cursor,
             has_more: batch.has_more,
             ..BatchOutcome::default()
@@ -438,6 +459,12 @@ pub(crate) fn plan(
                 id: delta.id.clone(),
             };
             let fetched = requested_set.contains(&key);
+            if !fetched && !delta.whole && snapshot.deferred.contains(&key) {
+                // Its copy lacks the deferred changes these build on: it stays
+                // deferred, and the fetch brings everything whole.
+                planned.outcome.deferred += 1;
+                continue;
+            }
             let held = snapshot.held.get(&key);
             if held.is_some_and(|held| delta.seq <= held.seq && !fetched) {
                 planned.outcome.skipped += 1;
@@ -695,6 +722,8 @@ mod tests {
                 fields: fields(),
                 records,
             }],
+            deferred: Vec::new(),
+            hint: None,
         }
     }
 
@@ -739,6 +768,63 @@ mod tests {
         let loaded = Record::load(&stored.bytes).expect("the appended bytes load");
         assert_eq!(loaded.heads(), server.heads());
         assert_eq!((replica.cursor, replica.checksum), (2, 7));
+    }
+
+    #[test]
+    fn a_deferred_record_keeps_its_copy_until_it_is_fetched_whole() {
+        let mut replica = replica();
+        let mut server = server_record("a", "first");
+        let first = batch(
+            0,
+            1,
+            vec![delta("a", 1, server.save(), true, Some("first"))],
+        );
+        replica.apply_batch(&first, &[]).expect("stored");
+        // The server held back the record's next change (a large payload).
+        let heads = server.heads();
+        let meta = StampMeta::new(Stamp::at(2_000), "server");
+        server
+            .write(&[Edit::set("title", "second")], &meta)
+            .expect("write");
+        let mut held_back = batch(1, 2, Vec::new());
+        held_back.deferred = vec![key("a")];
+        let outcome = replica.apply_batch(&held_back, &[]).expect("stored");
+        assert_eq!(outcome.deferred, 1);
+        assert!(replica.deferred.contains(&key("a")));
+        // A later change arrives as a delta: it builds on the deferred one, so
+        // the copy is left as it was rather than given a gap.
+        let later_heads = server.heads();
+        server
+            .write(
+                &[Edit::set("done", true)],
+                &StampMeta::new(Stamp::at(3_000), "server"),
+            )
+            .expect("write");
+        let after_gap = batch(
+            2,
+            3,
+            vec![delta("a", 3, server.save_after(&later_heads), false, None)],
+        );
+        let outcome = replica.apply_batch(&after_gap, &[]).expect("stored");
+        assert_eq!(outcome.deferred, 1);
+        let stored = replica.record("todos", "a").expect("held");
+        assert_eq!(stored.row.get("title"), Some(&Value::str("first")));
+        assert_eq!(stored.seq, 1);
+        assert_ne!(server.save_after(&heads), Vec::<u8>::new());
+        // Fetched by name, it comes whole and is no longer deferred.
+        let fetched = batch(
+            3,
+            3,
+            vec![delta("a", 3, server.save(), true, Some("second"))],
+        );
+        replica.apply_batch(&fetched, &[key("a")]).expect("stored");
+        assert!(replica.deferred.is_empty());
+        let stored = replica.record("todos", "a").expect("held");
+        assert_eq!(stored.row.get("title"), Some(&Value::str("second")));
+        assert_eq!(
+            Record::load(&stored.bytes).expect("loads").heads(),
+            server.heads()
+        );
     }
 
     #[test]

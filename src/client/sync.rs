@@ -8,13 +8,14 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
 use crate::client::error::{ApplyError, ClientError, TransportError};
 use crate::client::replica::{BatchOutcome, BatchSnapshot, plan};
 use crate::client::transport::Transport;
-use crate::client::{Client, MAX_ATTEMPTS, State, lock_state};
+use crate::client::{Client, MAX_ATTEMPTS, State, lock_state, micros};
 use crate::sync::wire::MessageKind;
 use crate::sync::{
     AckRequest, AckResult, OpResult, OpStatus, PullBatch, PullRequest, PushOp, PushRequest,
@@ -90,7 +91,7 @@ impl<T: Transport> Client<T> {
     /// As [`Client::push`] and [`Client::pull_all`]; what was stored before the
     /// error stays stored.
     pub async fn sync(&self) -> Result<SyncReport, ClientError> {
-        let _syncing = self.inner.syncing.lock().await;
+        let _syncing = self.sync_lock().await;
         let push = self.push_queue().await?;
         let pull = self.pull_until_done().await?;
         Ok(SyncReport { push, pull })
@@ -103,9 +104,9 @@ impl<T: Transport> Client<T> {
     /// [`ClientError`] for a transport failure (after retries), a refusal, or a
     /// batch that cannot be stored; the replica is unchanged then.
     pub async fn pull_once(&self) -> Result<PullReport, ClientError> {
-        let _syncing = self.inner.syncing.lock().await;
+        let _syncing = self.sync_lock().await;
         let mut report = PullReport::default();
-        report.add(&self.pull_batch().await?);
+        report.add(&self.pull_batch(None).await?);
         Ok(report)
     }
 
@@ -119,7 +120,7 @@ impl<T: Transport> Client<T> {
     /// As [`Client::pull_once`]; the batches stored before the error stay stored,
     /// and the next pull resumes after them.
     pub async fn pull_all(&self) -> Result<PullReport, ClientError> {
-        let _syncing = self.inner.syncing.lock().await;
+        let _syncing = self.sync_lock().await;
         self.pull_until_done().await
     }
 
@@ -131,17 +132,38 @@ impl<T: Transport> Client<T> {
     /// [`ClientError`] for a transport failure (after retries) or a refusal of
     /// the whole push; the unanswered ops stay queued, to be resent unchanged.
     pub async fn push(&self) -> Result<PushReport, ClientError> {
-        let _syncing = self.inner.syncing.lock().await;
+        let _syncing = self.sync_lock().await;
         self.push_queue().await
     }
 
-    async fn pull_until_done(&self) -> Result<PullReport, ClientError> {
+    /// Takes the sync lock for a sync the app asked for: a long poll of
+    /// [`Client::autosync`] holding it gives way.
+    async fn sync_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        if let Ok(guard) = self.inner.syncing.try_lock() {
+            return guard;
+        }
+        self.inner.interrupt.notify_waiters();
+        self.inner.syncing.lock().await
+    }
+
+    /// Pulls until done as [`Client::pull_all`] does, the first pull held as a
+    /// long poll of up to `wait` when it has nothing to send. The caller holds
+    /// the sync lock.
+    pub(crate) async fn pull_waiting(&self, wait: Duration) -> Result<PullReport, ClientError> {
+        self.pull_from(Some(wait)).await
+    }
+
+    pub(crate) async fn pull_until_done(&self) -> Result<PullReport, ClientError> {
+        self.pull_from(None).await
+    }
+
+    async fn pull_from(&self, mut wait: Option<Duration>) -> Result<PullReport, ClientError> {
         let mut report = PullReport::default();
         let mut fetch_rounds = 0;
         let started_at = self.cursor();
         loop {
             let cursor = self.cursor();
-            let outcome = self.pull_batch().await?;
+            let outcome = self.pull_batch(wait.take()).await?;
             report.add(&outcome);
             if outcome.has_more {
                 // A batch of fetched records may leave the cursor where it was; an
@@ -154,7 +176,10 @@ impl<T: Transport> Client<T> {
             let fetch_waiting = {
                 let mut state = self.lock();
                 state.replica.refetch_confirmed();
+                let profile = state.profile.unwrap_or_default();
                 !state.replica.fetch.is_empty()
+                    || (self.inner.config.power.fetches_deferred(profile)
+                        && !state.replica.deferred.is_empty())
             };
             if !fetch_waiting || fetch_rounds == MAX_FETCH_ROUNDS {
                 break;
@@ -169,18 +194,22 @@ impl<T: Transport> Client<T> {
         Ok(report)
     }
 
-    /// Pulls and stores one batch.
-    async fn pull_batch(&self) -> Result<BatchOutcome, ClientError> {
-        let (request, cursor) = self.pull_request();
-        let message = encode_request(MessageKind::PullRequest, &request);
+    /// Pulls and stores one batch; with `wait`, as a long poll.
+    async fn pull_batch(&self, wait: Option<Duration>) -> Result<BatchOutcome, ClientError> {
+        let (request, cursor) = self.pull_request(wait);
+        if wait.is_some() {
+            self.count(|stats| stats.long_polls += 1);
+        }
+        let message = self.encode(MessageKind::PullRequest, &request);
         let limit = self.inner.config.max_message_bytes;
         let batch = self
             .retrying(|| {
                 let message = message.clone();
                 async move {
-                    let answer = self.round_trip(message).await?;
+                    let answer = self.round_trip_waiting(message, wait).await?;
                     let inner = Arc::clone(&self.inner);
-                    tokio::task::spawn_blocking(move || {
+                    let (decoded, cpu) = tokio::task::spawn_blocking(move || {
+                        let started = Instant::now();
                         // Asked only for a record whose changes name a
                         // dependency by prefix.
                         let held = |table: &str, id: &str| {
@@ -190,14 +219,19 @@ impl<T: Transport> Client<T> {
                                 .record(table, id)
                                 .map(|record| record.bytes.clone())
                         };
-                        decode_pull_response_with(&answer, limit, &held)
+                        let decoded = decode_pull_response_with(&answer, limit, &held);
+                        (decoded, started.elapsed())
                     })
                     .await
-                    .map_err(ClientError::Task)?
-                    .map_err(ClientError::from)
+                    .map_err(ClientError::Task)?;
+                    self.count(|stats| stats.cpu_micros += micros(cpu));
+                    decoded.map_err(ClientError::from)
                 }
             })
             .await?;
+        if batch.hint.is_some() {
+            self.lock().hint.clone_from(&batch.hint);
+        }
         if batch.from != cursor {
             return Err(ApplyError::OutOfOrder {
                 expected: cursor,
@@ -208,11 +242,14 @@ impl<T: Transport> Client<T> {
         self.store(Arc::new(batch), request.fetch).await
     }
 
-    fn pull_request(&self) -> (PullRequest, u64) {
+    fn pull_request(&self, wait: Option<Duration>) -> (PullRequest, u64) {
         let config = &self.inner.config;
         let mut state = self.lock();
         state.replica.restate_schema(config.schema_version);
+        let profile = state.profile;
+        let fetch_deferred = config.power.fetches_deferred(profile.unwrap_or_default());
         let replica = &state.replica;
+        let deferred = replica.deferred.iter().filter(|_| fetch_deferred);
         let request = PullRequest {
             device: config.device.clone(),
             cursor: replica.cursor,
@@ -221,6 +258,7 @@ impl<T: Transport> Client<T> {
             fetch: replica
                 .fetch
                 .iter()
+                .chain(deferred.filter(|key| !replica.fetch.contains(*key)))
                 .take(MAX_FETCH_PER_PULL)
                 .cloned()
                 .collect(),
@@ -228,7 +266,9 @@ impl<T: Transport> Client<T> {
             max_bytes: config.batch_bytes,
             level: config.level,
             schema_version: config.schema_version,
-            profile: config.profile.clone(),
+            profile: profile.map(|profile| profile.power.name().to_owned()),
+            network: profile.map(|profile| profile.network.name().to_owned()),
+            wait_ms: wait.map(|wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
             explicit_rows: false,
         };
         (request, replica.cursor)
@@ -251,16 +291,23 @@ impl<T: Transport> Client<T> {
             let planned = {
                 let batch = Arc::clone(&batch);
                 let requested = Arc::clone(&requested);
-                tokio::task::spawn_blocking(move || plan(&batch, snapshot, &requested))
-                    .await
-                    .map_err(ClientError::Task)?
+                tokio::task::spawn_blocking(move || {
+                    let started = Instant::now();
+                    let planned = plan(&batch, snapshot, &requested);
+                    planned.map(|planned| (planned, started.elapsed()))
+                })
+                .await
+                .map_err(ClientError::Task)?
             }?;
+            let (planned, cpu) = planned;
             let mut state = self.lock();
+            state.stats.cpu_micros += micros(cpu);
             if state.epoch != epoch {
                 continue;
             }
             let outcome = state.replica.commit(planned);
             let stats = &mut state.stats;
+            stats.records_deferred += outcome.deferred as u64;
             stats.batches_applied += 1;
             stats.records_received += outcome.records as u64;
             stats.records_skipped += outcome.skipped as u64;
@@ -309,12 +356,24 @@ impl<T: Transport> Client<T> {
         }
     }
 
-    async fn push_queue(&self) -> Result<PushReport, ClientError> {
+    pub(crate) async fn push_queue(&self) -> Result<PushReport, ClientError> {
         let config = &self.inner.config;
         let mut report = PushReport::default();
-        let rounds = self.lock().replica.queue.len().div_ceil(config.push_ops);
+        let profile = self.lock().profile;
+        // Writes to low-priority tables wait in modes that hold them back.
+        let admit = |table: &str| config.power.pushes(profile.unwrap_or_default(), table);
+        let rounds = self
+            .lock()
+            .replica
+            .queue
+            .count_where(admit)
+            .div_ceil(config.push_ops);
         for _ in 0..rounds {
-            let ops = self.lock().replica.queue.next_batch(config.push_ops);
+            let ops = self
+                .lock()
+                .replica
+                .queue
+                .next_batch_where(config.push_ops, admit);
             if ops.is_empty() {
                 break;
             }
@@ -322,8 +381,10 @@ impl<T: Transport> Client<T> {
                 device: config.device.clone(),
                 ops,
                 schema_version: config.schema_version,
+                profile: profile.map(|profile| profile.power.name().to_owned()),
+                network: profile.map(|profile| profile.network.name().to_owned()),
             };
-            let message = encode_request(MessageKind::PushRequest, &request);
+            let message = self.encode(MessageKind::PushRequest, &request);
             let result: PushResult = self
                 .retrying(|| {
                     let message = message.clone();
@@ -372,20 +433,40 @@ impl<T: Transport> Client<T> {
         }
     }
 
+    /// Encodes (and compresses) a request, counting the CPU time it took.
+    fn encode<R: serde::Serialize>(&self, kind: MessageKind, request: &R) -> Vec<u8> {
+        let started = Instant::now();
+        let message = encode_request(kind, request);
+        self.count(|stats| stats.cpu_micros += micros(started.elapsed()));
+        message
+    }
+
     /// One exchange, bounded by the request timeout, counted.
     async fn round_trip(&self, message: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+        self.round_trip_waiting(message, None).await
+    }
+
+    /// One exchange; a long poll of up to `wait` may take that much longer
+    /// than the request timeout.
+    async fn round_trip_waiting(
+        &self,
+        message: Vec<u8>,
+        wait: Option<Duration>,
+    ) -> Result<Vec<u8>, ClientError> {
         let sent = message.len() as u64;
         self.count(|stats| {
             stats.requests += 1;
             stats.bytes_sent += sent;
         });
-        let timeout = self.inner.config.request_timeout;
+        let timeout = self.inner.config.request_timeout + wait.unwrap_or_default();
         let answer = tokio::time::timeout(timeout, self.inner.transport.exchange(message))
             .await
             .map_err(|_| TransportError::TimedOut {
                 timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             })??;
-        self.count(|stats| stats.bytes_received += answer.len() as u64);
+        let mut state = self.lock();
+        state.stats.bytes_received += answer.len() as u64;
+        state.last_exchange = Some(tokio::time::Instant::now());
         Ok(answer)
     }
 }

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::client::error::TransportError;
 use crate::engine::{FullAccess, RowAccess};
@@ -33,10 +34,14 @@ impl<T: Transport> Transport for Arc<T> {
 
 /// A [`SyncServer`] in the same process. The server's work is synchronous and
 /// CPU-bound, so each exchange runs it on a blocking thread.
+///
+/// A pull with `wait_ms` (a long poll) is held until a change comes, as over
+/// HTTP, for at most [`InProcess::max_wait`] (default 5 minutes).
 #[derive(Clone, Debug)]
 pub struct InProcess {
     server: SyncServer,
     access: Arc<dyn RowAccess>,
+    max_wait: Duration,
 }
 
 impl InProcess {
@@ -47,7 +52,18 @@ impl InProcess {
 
     /// The server, answering as a caller who sees only the rows `access` admits.
     pub fn with_access(server: SyncServer, access: Arc<dyn RowAccess>) -> InProcess {
-        InProcess { server, access }
+        InProcess {
+            server,
+            access,
+            max_wait: Duration::from_secs(5 * 60),
+        }
+    }
+
+    /// Holds long polls for at most `max_wait`.
+    #[must_use]
+    pub fn max_wait(mut self, max_wait: Duration) -> InProcess {
+        self.max_wait = max_wait;
+        self
     }
 
     pub fn server(&self) -> &SyncServer {
@@ -62,10 +78,7 @@ impl Transport for InProcess {
     ) -> impl Future<Output = Result<Vec<u8>, TransportError>> + Send {
         let server = self.server.clone();
         let access = Arc::clone(&self.access);
-        async move {
-            tokio::task::spawn_blocking(move || server.handle_as(access.as_ref(), &request))
-                .await
-                .map_err(TransportError::ServerTask)
-        }
+        let max_wait = self.max_wait;
+        async move { Ok(server.handle_waiting(access, request, max_wait).await) }
     }
 }

@@ -14,7 +14,7 @@ use serde_bytes::ByteBuf;
 use crate::compress::{self, ColumnError, Compressor};
 use crate::engine::{Row, ScannedRecord, ScannedState};
 use crate::schema::{FieldType, Lens};
-use crate::sync::message::{DeltaState, PullBatch, RecordDelta, TableBatch};
+use crate::sync::message::{DeltaState, PullBatch, RecordDelta, RecordRef, SyncHint, TableBatch};
 use crate::sync::wire::{self, MessageKind, WireError};
 use changes::{
     ChangeColumns, ChangeColumnsBuilder, ChangeError, ChangeRows, LocalCopy, Rebuilt, Resolve,
@@ -46,6 +46,18 @@ pub(crate) struct BatchBody {
     pub(crate) base: u64,
     pub(crate) catch_up: bool,
     pub(crate) tables: Vec<TableBody>,
+    /// Records held back by the power profile, by table.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) deferred: Vec<DeferredIds>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) hint: Option<SyncHint>,
+}
+
+/// One table's deferred records.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct DeferredIds {
+    pub(crate) table: String,
+    pub(crate) ids: Vec<String>,
 }
 
 /// One table's columns.
@@ -272,6 +284,18 @@ pub fn decode_batch_with(
         catch_up: body.catch_up,
         checksum,
         tables,
+        deferred: body
+            .deferred
+            .into_iter()
+            .flat_map(|deferred| {
+                let table = deferred.table;
+                deferred.ids.into_iter().map(move |id| RecordRef {
+                    table: table.clone(),
+                    id,
+                })
+            })
+            .collect(),
+        hint: body.hint,
     })
 }
 

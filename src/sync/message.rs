@@ -53,9 +53,19 @@ pub struct PullRequest {
     /// library cannot decode a change's operations; costs bytes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub explicit_rows: bool,
-    /// The device's power profile (for example `charging`, `normal`, `low`).
+    /// The device's power state: `charging`, `normal` (the default), `low` or
+    /// `critical`. It picks the batch bounds, compression level, deferrals and
+    /// the hint of the answer (`docs/POWER.md`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+    /// The device's network: `unmetered` (the default) or `metered`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// Long poll: when there is nothing to send, wait up to this many
+    /// milliseconds for a change (capped by the server and by the power
+    /// profile's `long_poll`). Honoured by transports that can wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
 }
 
 /// A table in a pull, with optional filters (AND-combined) on its rows.
@@ -111,6 +121,23 @@ pub struct PullBatch {
     /// The batch message's CRC-32: acknowledge the batch with it.
     pub checksum: u32,
     pub tables: Vec<TableBatch>,
+    /// Records that changed but were held back by the power profile (a
+    /// low-priority table, a large payload): fetch them whole when the device's
+    /// mode allows. The cursor has moved past them.
+    pub deferred: Vec<RecordRef>,
+    /// What the server suggests for the next sync, from the power profile.
+    pub hint: Option<SyncHint>,
+}
+
+/// The server's suggestion for the next sync, from the device's power profile.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncHint {
+    /// The power state the pull was served in.
+    pub mode: String,
+    /// Sync again after about this many milliseconds.
+    pub next_sync_ms: u64,
+    /// The longest wait a long poll gets in this mode (0: none).
+    pub long_poll_ms: u64,
 }
 
 impl PullBatch {
@@ -177,6 +204,12 @@ pub struct PushRequest {
     /// typed in it. Absent means the current version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_version: Option<u32>,
+    /// The device's power state and network, as in [`PullRequest`]: recorded in
+    /// its session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 /// One pushed operation.

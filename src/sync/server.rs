@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mobilesyncdb_crdt::{Causality, Change, ChangeHash, ClientId};
 use tracing::{debug, info, warn};
@@ -15,15 +15,16 @@ use crate::compress::{CompressionStats, Compressor, StatsSnapshot};
 use crate::config::SyncConfig;
 use crate::engine::{
     Database, EngineError, Filter, FilterOp, FullAccess, OperatorShape, RowAccess, ScanRequest,
-    ScannedRecord, SystemClock, TableScope, WallClock,
+    ScannedRecord, ScannedState, SystemClock, TableScope, WallClock,
 };
+use crate::power::{PowerProfile, ServePlan};
 use crate::schema::{Fields, Lens, TableSchema};
 use crate::storage::StorageError;
 use crate::storage::entry::Entry;
-use crate::sync::batch::{self, BatchBody};
+use crate::sync::batch::{self, BatchBody, DeferredIds};
 use crate::sync::message::{
     AckRequest, AckResult, ErrorBody, OpResult, OpStatus, PullRequest, PushOp, PushRequest,
-    PushResult, WireFilter, WireScope,
+    PushResult, SyncHint, WireFilter, WireScope,
 };
 use crate::sync::session::{SavedSession, SessionInfo, Sessions};
 use crate::sync::wire::{self, MessageKind, WireError};
@@ -69,6 +70,10 @@ pub enum SyncError {
     #[error("the JSON body is not a valid request: {problem}")]
     BadJson { problem: String },
     #[error(transparent)]
+    BadProfile(#[from] crate::power::ParseProfileError),
+    #[error("the server's work on the request failed: {0}")]
+    Task(String),
+    #[error(transparent)]
     Engine(#[from] EngineError),
 }
 
@@ -90,6 +95,8 @@ impl SyncError {
             SyncError::NotARequest { .. } => "not_a_request",
             SyncError::DeviceMismatch { .. } => "device_mismatch",
             SyncError::BadJson { .. } => "bad_json",
+            SyncError::BadProfile(_) => "bad_profile",
+            SyncError::Task(_) => "internal",
             SyncError::Engine(error) => error.code(),
         }
     }
@@ -119,6 +126,11 @@ pub struct EncodedBatch {
     pub records: usize,
     pub next_cursor: u64,
     pub has_more: bool,
+    /// Records held back by the power profile.
+    pub deferred: usize,
+    /// The longest a long poll may wait in the request's power profile (`None`:
+    /// no profile stated, the server's own bound applies).
+    pub long_poll: Option<std::time::Duration>,
 }
 
 impl SyncServer {
@@ -274,15 +286,60 @@ impl SyncServer {
     /// Answers one protocol message; `access` decides which rows the caller sees.
     /// A refused request is answered with an error message; nothing of it applied.
     pub fn handle_as(&self, access: &dyn RowAccess, request: &[u8]) -> Vec<u8> {
-        match self.dispatch(access, request) {
-            Ok(answer) => answer,
-            Err(error) => {
-                debug!(code = error.code(), %error, "sync request refused");
-                let body = ErrorBody {
-                    code: error.code().to_owned(),
-                    message: error.to_string(),
-                };
-                wire::seal_value(MessageKind::Error, &body, false)
+        self.dispatch(access, request).unwrap_or_else(refusal)
+    }
+
+    /// Answers one protocol message as [`SyncServer::handle_as`] does, on a
+    /// blocking thread; a pull with `wait_ms` that has nothing to send is held
+    /// until a change comes (then pulled again) or the wait ends: at most
+    /// `max_wait`, and at most the power profile's `long_poll`. A change the
+    /// caller does not get wakes the wait too; its pull is empty, so it waits
+    /// on.
+    pub async fn handle_waiting(
+        &self,
+        access: Arc<dyn RowAccess>,
+        request: Vec<u8>,
+        max_wait: Duration,
+    ) -> Vec<u8> {
+        let limit = self.inner.config.max_message_bytes;
+        let pull = wire::open(&request, limit)
+            .ok()
+            .filter(|opened| opened.kind == MessageKind::PullRequest)
+            .and_then(|opened| wire::decode_body::<PullRequest>(&opened, opened.kind).ok())
+            .filter(|pull| pull.wait_ms.is_some_and(|wait| wait > 0));
+        let server = self.clone();
+        let Some(pull) = pull else {
+            return tokio::task::spawn_blocking(move || {
+                server.handle_as(access.as_ref(), &request)
+            })
+            .await
+            .unwrap_or_else(|error| refusal(SyncError::Task(error.to_string())));
+        };
+        let started = tokio::time::Instant::now();
+        // Taken before the first pull: a change made while it runs wakes the wait.
+        let mut changes = self.inner.db.watch_seq();
+        let pull = Arc::new(pull);
+        let mut until = None;
+        loop {
+            let (server, access, job) = (self.clone(), Arc::clone(&access), Arc::clone(&pull));
+            let answer = tokio::task::spawn_blocking(move || server.pull(access.as_ref(), &job))
+                .await
+                .unwrap_or_else(|error| Err(SyncError::Task(error.to_string())));
+            let batch = match answer {
+                Ok(batch) if batch.records == 0 => batch,
+                Ok(batch) => return batch.message,
+                Err(error) => return refusal(error),
+            };
+            let until = *until.get_or_insert_with(|| {
+                let asked = Duration::from_millis(pull.wait_ms.unwrap_or(0)).min(max_wait);
+                started + batch.long_poll.map_or(asked, |cap| asked.min(cap))
+            });
+            let woken = matches!(
+                tokio::time::timeout_at(until, changes.changed()).await,
+                Ok(Ok(()))
+            );
+            if !woken {
+                return batch.message;
             }
         }
     }
@@ -353,7 +410,10 @@ impl SyncServer {
             });
         }
         let base = request.base.unwrap_or(request.cursor).min(request.cursor);
-        self.note_pull(request, base);
+        // A device that states no profile is served by the server's own bounds.
+        let profile = reported_profile(request.profile.as_deref(), request.network.as_deref())?;
+        let plan = profile.map(|profile| self.inner.config.power.plan(profile));
+        self.note_pull(request, base, profile);
         let fetch: Vec<(usize, String)> = request
             .fetch
             .iter()
@@ -376,31 +436,37 @@ impl SyncServer {
             payloads: true,
             max_records: bound(
                 request.max_records,
-                config.batch_records,
+                plan.as_ref()
+                    .map_or(config.batch_records, |plan| plan.batch_records),
                 config.max_batch_records,
             ),
             max_bytes: bound(
                 request.max_bytes,
-                config.batch_bytes,
+                plan.as_ref()
+                    .map_or(config.batch_bytes, |plan| plan.batch_bytes),
                 config.max_batch_bytes,
             ),
             access,
         })?;
-        let level = request.level.unwrap_or(config.compression);
+        let (sent, deferred) = match &plan {
+            Some(plan) => self.defer(plan, &scopes, &fetch, scan.records),
+            None => (scan.records, Vec::new()),
+        };
+        let level = request
+            .level
+            .unwrap_or_else(|| plan.as_ref().map_or(config.compression, |plan| plan.level));
         let compressor = Compressor::new(level, Arc::clone(&self.inner.stats));
         let tables = (0..scopes.len())
             .filter_map(|scope| {
-                let records: Vec<&ScannedRecord> = scan
-                    .records
-                    .iter()
-                    .filter(|record| record.scope == scope)
-                    .collect();
+                let records: Vec<&ScannedRecord> =
+                    sent.iter().filter(|record| record.scope == scope).collect();
                 (!records.is_empty()).then(|| {
                     let derive = !request.explicit_rows;
                     batch::table_body(&lenses[scope], &records, &compressor, derive)
                 })
             })
             .collect();
+        let deferred_count = deferred.iter().map(|table| table.ids.len()).sum();
         let body = BatchBody {
             from: request.cursor,
             next: scan.next_cursor,
@@ -412,6 +478,12 @@ impl SyncServer {
             },
             catch_up: base > 0 && base < scan.horizon,
             tables,
+            deferred,
+            hint: plan.as_ref().map(|plan| SyncHint {
+                mode: plan.profile.power.name().to_owned(),
+                next_sync_ms: millis(plan.next_sync),
+                long_poll_ms: millis(plan.long_poll),
+            }),
         };
         let (message, checksum) = batch::seal_batch(&body);
         if body.catch_up && request.cursor == base {
@@ -422,7 +494,10 @@ impl SyncServer {
             device = %request.device,
             cursor = request.cursor,
             next_cursor = scan.next_cursor,
-            records = scan.records.len(),
+            records = sent.len(),
+            deferred = deferred_count,
+            profile = %plan.as_ref().map_or_else(|| "-".to_owned(), |plan| plan.profile.to_string()),
+            level = %level,
             bytes = message.len(),
             has_more = scan.has_more,
             catch_up = body.catch_up,
@@ -432,10 +507,61 @@ impl SyncServer {
         Ok(EncodedBatch {
             message,
             checksum,
-            records: scan.records.len(),
+            records: sent.len(),
             next_cursor: scan.next_cursor,
             has_more: scan.has_more,
+            deferred: deferred_count,
+            long_poll: plan.map(|plan| plan.long_poll),
         })
+    }
+
+    /// Splits scanned records into those sent and those the power plan holds
+    /// back: changes to low-priority tables and payloads over the size bound.
+    /// Records the client asked for by name and records leaving its scope are
+    /// always sent.
+    fn defer(
+        &self,
+        plan: &ServePlan,
+        scopes: &[TableScope],
+        fetch: &[(usize, String)],
+        records: Vec<ScannedRecord>,
+    ) -> (Vec<ScannedRecord>, Vec<DeferredIds>) {
+        let power = &self.inner.config.power;
+        let low: Vec<bool> = scopes
+            .iter()
+            .map(|scope| plan.defer_low_priority && power.is_low_priority(&scope.table))
+            .collect();
+        let mut sent = Vec::with_capacity(records.len());
+        let mut deferred: Vec<DeferredIds> = Vec::new();
+        for record in records {
+            let payload = match &record.state {
+                ScannedState::Live { payload, .. } | ScannedState::Deleted { payload } => {
+                    payload.len()
+                }
+                ScannedState::Left => {
+                    sent.push(record);
+                    continue;
+                }
+            };
+            let asked = fetch
+                .iter()
+                .any(|(scope, id)| *scope == record.scope && *id == record.id);
+            let hold = !asked
+                && (low[record.scope] || plan.defer_over_bytes.is_some_and(|over| payload > over));
+            if !hold {
+                sent.push(record);
+                continue;
+            }
+            let table = &scopes[record.scope].table;
+            match deferred.iter_mut().find(|entry| &entry.table == table) {
+                Some(entry) => entry.ids.push(record.id),
+                None => deferred.push(DeferredIds {
+                    table: table.clone(),
+                    ids: vec![record.id],
+                }),
+            }
+        }
+        (sent, deferred)
     }
 
     /// Applies pushed operations, each on its own: one refused operation does not
@@ -476,6 +602,11 @@ impl SyncServer {
                 .map_err(|error| SyncError::Engine(error.into()))?;
         }
         self.inner.db.check_client_version(request.schema_version)?;
+        if let Some(profile) =
+            reported_profile(request.profile.as_deref(), request.network.as_deref())?
+        {
+            self.note_profile(&request.device, profile);
+        }
         let origin = ClientId::from(request.device.as_str());
         let mut results = Vec::with_capacity(request.ops.len());
         // Schemas of the tables patched so far: a push of many patches to one
@@ -682,7 +813,19 @@ impl SyncServer {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn note_pull(&self, request: &PullRequest, base: u64) {
+    /// Records the power profile a push reported, when it changed.
+    fn note_profile(&self, device: &str, profile: PowerProfile) {
+        let now = self.inner.wall.now_ms();
+        let mut sessions = self.sessions_lock();
+        let info = &mut sessions.touch(device, now).info;
+        let reported = profile.to_string();
+        if info.profile.as_ref() != Some(&reported) {
+            info.profile = Some(reported);
+            self.note_session(info);
+        }
+    }
+
+    fn note_pull(&self, request: &PullRequest, base: u64, profile: Option<PowerProfile>) {
         let now = self.inner.wall.now_ms();
         let mut sessions = self.sessions_lock();
         let info = &mut sessions.touch(&request.device, now).info;
@@ -693,17 +836,16 @@ impl SyncServer {
             || request
                 .schema_version
                 .is_some_and(|v| info.schema_version != Some(v))
-            || request
-                .profile
-                .as_ref()
-                .is_some_and(|profile| info.profile.as_ref() != Some(profile));
+            || profile.is_some_and(|profile| {
+                info.profile.as_deref() != Some(profile.to_string().as_str())
+            });
         info.acked_cursor = base;
         info.pulls += 1;
         if request.schema_version.is_some() {
             info.schema_version = request.schema_version;
         }
-        if request.profile.is_some() {
-            info.profile.clone_from(&request.profile);
+        if let Some(profile) = profile {
+            info.profile = Some(profile.to_string());
         }
         if changed {
             self.note_session(info);
@@ -869,4 +1011,29 @@ fn typed_fields(
             Ok((field.clone(), typed))
         })
         .collect()
+}
+
+/// A refused request's answer: an error message.
+fn refusal(error: SyncError) -> Vec<u8> {
+    debug!(code = error.code(), %error, "sync request refused");
+    let body = ErrorBody {
+        code: error.code().to_owned(),
+        message: error.to_string(),
+    };
+    wire::seal_value(MessageKind::Error, &body, false)
+}
+
+/// The profile a request reports, if it reports one.
+fn reported_profile(
+    power: Option<&str>,
+    network: Option<&str>,
+) -> Result<Option<PowerProfile>, SyncError> {
+    if power.is_none() && network.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(PowerProfile::from_wire(power, network)?))
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

@@ -38,6 +38,7 @@ pub struct SessionInfo {
     pub served_cursor: u64,
     pub served_checksum: u32,
     pub schema_version: Option<u32>,
+    /// The power profile last reported, as `power/network` (`low/metered`).
     pub profile: Option<String>,
     pub created_ms: u64,
     pub last_contact_ms: u64,

@@ -116,9 +116,10 @@ impl Exchange {
     }
 }
 
-/// A long poll: how long a pull with nothing to send may wait for a change.
+/// A long poll: how long the caller asked a pull with nothing to send to wait
+/// (`?wait_ms=`; the body's `wait_ms` otherwise).
 struct Wait {
-    until: tokio::time::Instant,
+    asked_ms: Option<u64>,
     live: Live,
 }
 
@@ -143,8 +144,10 @@ async fn exchange(
     let label = principal.label();
     let kind = request.kind;
     let answer = match wait {
-        Some(wait) => long_poll(state, principal, request, wait).await?,
-        None => blocking(move || Ok(run(&state, &principal, &request))).await?,
+        Some(wait) if kind == MessageKind::PullRequest => {
+            long_poll(state, principal, request, wait).await?
+        }
+        Some(_) | None => blocking(move || Ok(run(&state, &principal, &request))).await?,
     };
     let response = respond(answer, binary);
     debug!(
@@ -158,7 +161,9 @@ async fn exchange(
 }
 
 /// Runs a pull until it has records to send, or until the wait is up (or
-/// the server starts shutting down): then its last, empty answer.
+/// the server starts shutting down): then its last, empty answer. The wait is
+/// what the caller asked, at most `live.max_wait_ms` and the power profile's
+/// `long_poll` (0 in low and critical: answered at once).
 ///
 /// The watch of the latest sequence number is taken before the first pull, so
 /// a change made while that pull runs wakes the wait (no lost wake-up). A
@@ -171,11 +176,13 @@ async fn long_poll(
     request: Exchange,
     wait: Wait,
 ) -> Result<Result<Answer, SyncError>, Problem> {
-    state.metrics().record_long_poll();
+    let max_wait = state.config().live.max_wait_ms;
+    let started = tokio::time::Instant::now();
     let mut changes = state.database().watch_seq();
     let stopping = wait.live.stopping();
     let mut stopping = std::pin::pin!(stopping);
     let shared = Arc::new((state, principal, request));
+    let mut until = None;
     loop {
         let job = Arc::clone(&shared);
         let answer = blocking(move || {
@@ -183,11 +190,30 @@ async fn long_poll(
             Ok(run(state, principal, request))
         })
         .await?;
-        if !matches!(answer, Ok(Answer::Batch { records: 0, .. })) {
+        let Ok(Answer::Batch {
+            records: 0,
+            wait_ms,
+            long_poll,
+            ..
+        }) = &answer
+        else {
+            return Ok(answer);
+        };
+        let until = *until.get_or_insert_with(|| {
+            let mut wait_ms = wait.asked_ms.or(*wait_ms).unwrap_or(0).min(max_wait);
+            if let Some(cap) = long_poll {
+                wait_ms = wait_ms.min(u64::try_from(cap.as_millis()).unwrap_or(u64::MAX));
+            }
+            if wait_ms > 0 {
+                shared.0.metrics().record_long_poll();
+            }
+            started + Duration::from_millis(wait_ms)
+        });
+        if until <= tokio::time::Instant::now() {
             return Ok(answer);
         }
         let woken = tokio::select! {
-            changed = tokio::time::timeout_at(wait.until, changes.changed()) => {
+            changed = tokio::time::timeout_at(until, changes.changed()) => {
                 matches!(changed, Ok(Ok(())))
             }
             () = stopping.as_mut() => false,
@@ -205,6 +231,10 @@ enum Answer {
     Batch {
         message: Vec<u8>,
         records: usize,
+        /// The long poll the request's body asked for.
+        wait_ms: Option<u64>,
+        /// The power profile's cap on a long poll.
+        long_poll: Option<Duration>,
     },
     Push(crate::sync::PushResult),
     Ack(crate::sync::AckResult),
@@ -234,6 +264,8 @@ fn run(state: &AppState, principal: &Principal, request: &Exchange) -> Result<An
             Answer::Batch {
                 message: batch.message,
                 records: batch.records,
+                wait_ms: pull.wait_ms,
+                long_poll: batch.long_poll,
             }
         }
         Decoded::Push(push) => {
@@ -382,8 +414,15 @@ pub(crate) struct JsonPull {
     max_bytes: Option<u32>,
     #[serde(default)]
     schema_version: Option<u32>,
+    /// The device's power state: `charging`, `normal`, `low` or `critical`.
     #[serde(default)]
     profile: Option<String>,
+    /// The device's network: `unmetered` or `metered`.
+    #[serde(default)]
+    network: Option<String>,
+    /// Long poll, as the `wait_ms` query parameter.
+    #[serde(default)]
+    wait_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -415,6 +454,8 @@ impl JsonPull {
             // JSON clients read rows, not automerge operations.
             explicit_rows: true,
             profile: self.profile,
+            network: self.network,
+            wait_ms: self.wait_ms,
         })
     }
 }
@@ -430,6 +471,11 @@ pub(crate) struct JsonPush {
     /// in it. Absent means the current version.
     #[serde(default)]
     schema_version: Option<u32>,
+    /// The device's power state and network, as in a pull.
+    #[serde(default)]
+    profile: Option<String>,
+    #[serde(default)]
+    network: Option<String>,
 }
 
 /// One pushed operation: a field patch (`set`, with `insert` or `delete`) or
@@ -494,6 +540,8 @@ impl JsonPush {
             device: self.device.unwrap_or_default(),
             ops,
             schema_version: self.schema_version,
+            profile: self.profile,
+            network: self.network,
         })
     }
 }
@@ -534,6 +582,15 @@ pub(crate) struct JsonBatch {
     /// Acknowledge the batch with it.
     checksum: u32,
     tables: Vec<JsonTableBatch>,
+    /// Records held back by the power profile: fetch them (`fetch`) when the
+    /// device's mode allows.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    deferred: Vec<crate::sync::RecordRef>,
+    /// When to sync again, from the power profile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    hint: Option<crate::sync::SyncHint>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -600,6 +657,8 @@ fn json_batch(message: &[u8]) -> Result<JsonBatch, Problem> {
         catch_up: batch.catch_up,
         checksum: batch.checksum,
         tables,
+        deferred: batch.deferred,
+        hint: batch.hint,
     };
     Ok(batch)
 }
@@ -632,14 +691,10 @@ pub(crate) async fn pull(
     params: PullParams,
     live: Live,
 ) -> Result<Response, Problem> {
-    let max_wait = state.config().live.max_wait_ms;
-    let wait = params
-        .wait_ms
-        .filter(|wait_ms| *wait_ms > 0)
-        .map(|wait_ms| Wait {
-            until: tokio::time::Instant::now() + Duration::from_millis(wait_ms.min(max_wait)),
-            live,
-        });
+    let wait = Some(Wait {
+        asked_ms: params.wait_ms,
+        live,
+    });
     exchange(state, principal, request, wait).await
 }
 
