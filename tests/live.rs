@@ -983,3 +983,91 @@ impl Attached {
         create_with(&self.client, &self.url(""), auth, table, fields).await
     }
 }
+
+/// Power profiles over HTTP: a JSON pull states its power state and network,
+/// and gets the mode's hint and deferrals; a long poll named in the body
+/// waits like one named in the query, except in low power, where it is
+/// answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_pull_is_served_by_its_power_profile() {
+    let server = Server::start(|config| {
+        config.sync.power.low_priority_tables = vec!["logs".to_owned()];
+    })
+    .await;
+    let seq = server
+        .create(&admin(), "tasks", json!({"id": "t1", "text": "buy milk"}))
+        .await;
+    server
+        .create(&admin(), "logs", json!({"id": "l1", "text": "opened"}))
+        .await;
+    let pull = |mut body: Value| {
+        let (client, url) = (server.client.clone(), server.url("/v1/sync/pull"));
+        body["device"] = json!("phone-1");
+        async move {
+            let answer = client
+                .post(url)
+                .header("authorization", admin())
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .timeout(PATIENCE)
+                .send()
+                .await
+                .expect("pull sent");
+            let status = answer.status();
+            let text = answer.text().await.expect("body");
+            assert_eq!(status, StatusCode::OK, "{text}");
+            serde_json::from_str::<Value>(&text).expect("JSON")
+        }
+    };
+    let low = pull(
+        json!({"tables": ["tasks", "logs"], "cursor": 0, "profile": "low", "network": "metered"}),
+    )
+    .await;
+    assert_eq!(low["tables"][0]["records"][0]["id"], "t1");
+    assert_eq!(low["tables"].as_array().map(Vec::len), Some(1));
+    assert_eq!(low["deferred"], json!([{"table": "logs", "id": "l1"}]));
+    assert_eq!(
+        low["hint"],
+        json!({"mode": "low", "next_sync_ms": 10_800_000, "long_poll_ms": 0})
+    );
+    let cursor = low["next_cursor"].as_u64().expect("cursor");
+    assert!(cursor >= seq);
+
+    // Low: a minute's wait in the body is answered at once, empty.
+    let waited = tokio::time::timeout(
+        Duration::from_secs(30),
+        pull(json!({"tables": ["tasks"], "cursor": cursor, "profile": "low", "wait_ms": 60_000})),
+    )
+    .await
+    .expect("answered at once, not after the minute");
+    assert_eq!(waited["tables"], json!([]));
+
+    // Normal: the body's wait holds the pull until a change comes.
+    let poll = tokio::spawn(pull(
+        json!({"tables": ["tasks"], "cursor": cursor, "profile": "normal", "wait_ms": 30_000}),
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!poll.is_finished(), "the poll answered before any write");
+    server
+        .create(&admin(), "tasks", json!({"id": "t2", "text": "call"}))
+        .await;
+    let answered = tokio::time::timeout(PATIENCE, poll)
+        .await
+        .expect("the poll answered")
+        .expect("poll task");
+    assert_eq!(answered["tables"][0]["records"][0]["id"], "t2");
+
+    let bad = server
+        .client
+        .post(server.url("/v1/sync/pull"))
+        .header("authorization", admin())
+        .header("content-type", "application/json")
+        .body(json!({"device": "phone-1", "tables": ["tasks"], "profile": "sleepy"}).to_string())
+        .send()
+        .await
+        .expect("pull sent");
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let problem: Value = serde_json::from_str(&bad.text().await.expect("body")).expect("JSON");
+    assert_eq!(problem["code"], "bad_profile");
+    server.handle.shutdown().await;
+}

@@ -227,6 +227,7 @@ impl From<SyncError> for Problem {
                     SyncError::Wire(crate::sync::wire::WireError::TooLarge { .. }) => {
                         StatusCode::PAYLOAD_TOO_LARGE
                     }
+                    SyncError::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
                     _ => StatusCode::BAD_REQUEST,
                 };
                 Problem::new(status, error.code(), error.to_string())

@@ -209,6 +209,32 @@ mod tests {
     }
 
     #[test]
+    fn a_power_mode_given_in_part_keeps_its_other_defaults() {
+        let file = "[sync.power]\nlow_priority_tables = [\"events\"]\n[sync.power.low]\nnext_sync = 7200\ncompression = \"fast\"\n";
+        let env = [("MSDB_SYNC__POWER__CRITICAL__LONG_POLL", "30")];
+        let config = source(Some(file), &env, &[]).expect("loads");
+        let power = &config.sync.power;
+        let defaults = crate::power::PowerConfig::default();
+        assert_eq!(power.low_priority_tables, ["events"]);
+        assert_eq!(power.low.next_sync, std::time::Duration::from_secs(7200));
+        assert_eq!(power.low.compression, crate::compress::Level::Fast);
+        assert_eq!(power.low.batch_records, defaults.low.batch_records);
+        assert_eq!(power.critical.long_poll, std::time::Duration::from_secs(30));
+        assert_eq!(power.normal, defaults.normal);
+        let error = source(Some("[sync.power.low]\nbatch_records = 0\n"), &[], &[])
+            .expect_err("out of range");
+        assert!(
+            error
+                .to_string()
+                .contains("`sync.power.low.batch_records` must be between 1"),
+            "{error}"
+        );
+        let error = source(Some("[sync.power.low]\nnext_sink = 1\n"), &[], &[])
+            .expect_err("a misspelt setting");
+        assert!(error.to_string().contains("next_sink"), "{error}");
+    }
+
+    #[test]
     fn access_rules_and_lists_are_read() {
         let file = "[access.notes]\nkind = \"owner\"\nfield = \"owner\"\n[access.tags]\nkind = \"read_only\"\n";
         let env = [(

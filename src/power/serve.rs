@@ -60,9 +60,11 @@ impl Default for MeteredMode {
     }
 }
 
-/// Power-aware serving: a mode per power state.
+/// Power-aware serving: a mode per power state. A mode given in part (say
+/// `[sync.power.low]` with only `next_sync`) keeps that mode's defaults for
+/// the rest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(from = "RawPowerConfig")]
 pub struct PowerConfig {
     /// Tables whose changes may wait for a better power state (for example
     /// analytics, thumbnails, history). Empty by default.
@@ -121,6 +123,61 @@ impl Default for PowerConfig {
                 long_poll: Duration::ZERO,
             },
             metered: MeteredMode::default(),
+        }
+    }
+}
+
+/// [`PowerConfig`] as written: every mode in part.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawPowerConfig {
+    low_priority_tables: Vec<String>,
+    charging: PartialMode,
+    normal: PartialMode,
+    low: PartialMode,
+    critical: PartialMode,
+    metered: MeteredMode,
+}
+
+/// A [`ServeMode`] as written: what is left out keeps the mode's default.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct PartialMode {
+    batch_records: Option<usize>,
+    batch_bytes: Option<usize>,
+    compression: Option<Level>,
+    defer_low_priority: Option<bool>,
+    defer_records_over_bytes: Option<usize>,
+    next_sync: Option<u64>,
+    long_poll: Option<u64>,
+}
+
+impl PartialMode {
+    fn over(self, mode: ServeMode) -> ServeMode {
+        ServeMode {
+            batch_records: self.batch_records.unwrap_or(mode.batch_records),
+            batch_bytes: self.batch_bytes.unwrap_or(mode.batch_bytes),
+            compression: self.compression.unwrap_or(mode.compression),
+            defer_low_priority: self.defer_low_priority.unwrap_or(mode.defer_low_priority),
+            defer_records_over_bytes: self
+                .defer_records_over_bytes
+                .unwrap_or(mode.defer_records_over_bytes),
+            next_sync: self.next_sync.map_or(mode.next_sync, Duration::from_secs),
+            long_poll: self.long_poll.map_or(mode.long_poll, Duration::from_secs),
+        }
+    }
+}
+
+impl From<RawPowerConfig> for PowerConfig {
+    fn from(raw: RawPowerConfig) -> PowerConfig {
+        let defaults = PowerConfig::default();
+        PowerConfig {
+            low_priority_tables: raw.low_priority_tables,
+            charging: raw.charging.over(defaults.charging),
+            normal: raw.normal.over(defaults.normal),
+            low: raw.low.over(defaults.low),
+            critical: raw.critical.over(defaults.critical),
+            metered: raw.metered,
         }
     }
 }
