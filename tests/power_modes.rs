@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mobilesyncdb::client::{
-    Client, ClientConfig, ClientPower, InProcess, Polling, Transport, TransportError,
+    Autosync, Client, ClientConfig, ClientPower, InProcess, Polling, Transport, TransportError,
 };
 use mobilesyncdb::config::{EngineConfig, SyncConfig};
 use mobilesyncdb::crdt::{ClientId, Edit, Value};
@@ -424,13 +424,30 @@ fn phone(
     (client, recorder)
 }
 
-fn at(recorder: &Recorder, seconds: f64) -> Duration {
-    let _ = recorder;
-    Duration::from_secs_f64(seconds)
+/// Waits until `seconds` after the recorder started.
+async fn until(recorder: &Recorder, seconds: f64) {
+    tokio::time::sleep_until(recorder.start + Duration::from_secs_f64(seconds)).await;
 }
 
-async fn until(recorder: &Recorder, seconds: f64) {
-    tokio::time::sleep_until(recorder.start + at(recorder, seconds)).await;
+/// A phone in `profile` over a recording link to a server holding the
+/// to-dos `todos` (and what `seed` adds), its autosync started in the
+/// foreground or not.
+fn start(
+    todos: &[&str],
+    seed: impl FnOnce(&Database),
+    profile: PowerProfile,
+    power: ClientPower,
+    foreground: bool,
+) -> (Database, Client<Recorder>, Recorder, Autosync) {
+    let db = database();
+    for (n, id) in todos.iter().enumerate() {
+        todo(&db, id, &format!("to-do {n}"));
+    }
+    seed(&db);
+    let (phone, recorder) = phone(&server(&db), profile, power);
+    phone.set_foreground(foreground);
+    let autosync = phone.autosync();
+    (db, phone, recorder, autosync)
 }
 
 fn seconds(sent: &[Sent]) -> Vec<u64> {
@@ -439,16 +456,13 @@ fn seconds(sent: &[Sent]) -> Vec<u64> {
 
 #[tokio::test(start_paused = true)]
 async fn normal_mode_long_polls_in_the_foreground_and_coalesces_a_burst_of_writes() {
-    let db = database();
-    todo(&db, "t1", "first");
-    todo(&db, "t2", "second");
-    let server = server(&db);
-    let (phone, recorder) = phone(
-        &server,
+    let (db, phone, recorder, autosync) = start(
+        &["t1", "t2"],
+        |_| {},
         PowerProfile::new(PowerState::Normal, NetworkKind::Unmetered),
         ClientPower::default(),
+        true,
     );
-    let autosync = phone.autosync();
     until(&recorder, 1.0).await;
     assert_eq!(phone.rows("todos").len(), 2, "the first sync is at once");
 
@@ -509,16 +523,13 @@ async fn normal_mode_long_polls_in_the_foreground_and_coalesces_a_burst_of_write
 
 #[tokio::test(start_paused = true)]
 async fn background_polls_follow_the_servers_suggested_interval() {
-    let db = database();
-    todo(&db, "t1", "first");
-    let server = server(&db);
-    let (phone, recorder) = phone(
-        &server,
+    let (_, phone, recorder, autosync) = start(
+        &["t1"],
+        |_| {},
         PowerProfile::new(PowerState::Normal, NetworkKind::Metered),
         ClientPower::default(),
+        false,
     );
-    phone.set_foreground(false);
-    let autosync = phone.autosync();
     until(&recorder, 3.0 * 3600.0 + 60.0).await;
     // Normal mode's hint is an hour: one pull at the start, then each hour.
     assert_eq!(seconds(&recorder.pulls()), [0, 3600, 7200, 10800]);
@@ -536,17 +547,13 @@ async fn background_polls_follow_the_servers_suggested_interval() {
 
 #[tokio::test(start_paused = true)]
 async fn low_mode_coalesces_writes_defers_low_priority_data_and_polls_every_five_minutes() {
-    let db = database();
-    todo(&db, "t1", "first");
-    todo(&db, "t2", "second");
-    event(&db, "e1");
-    let server = server(&db);
-    let (phone, recorder) = phone(
-        &server,
+    let (_, phone, recorder, autosync) = start(
+        &["t1", "t2"],
+        |db| event(db, "e1"),
         PowerProfile::new(PowerState::Low, NetworkKind::Metered),
         ClientPower::default(),
+        true,
     );
-    let autosync = phone.autosync();
     until(&recorder, 1.0).await;
     assert_eq!(phone.rows("todos").len(), 2);
     assert!(phone.get("events", "e1").is_none());
@@ -618,16 +625,13 @@ async fn low_mode_coalesces_writes_defers_low_priority_data_and_polls_every_five
 
 #[tokio::test(start_paused = true)]
 async fn critical_mode_syncs_only_essential_data() {
-    let db = database();
-    todo(&db, "t1", "first");
-    let server = server(&db);
-    let (phone, recorder) = phone(
-        &server,
+    let (db, phone, recorder, autosync) = start(
+        &["t1"],
+        |_| {},
         PowerProfile::new(PowerState::Critical, NetworkKind::Metered),
         ClientPower::default(),
+        false,
     );
-    phone.set_foreground(false);
-    let autosync = phone.autosync();
     until(&recorder, 60.0).await;
     phone
         .update("todos", "t1", titled("urgent"))
@@ -681,17 +685,13 @@ async fn critical_mode_syncs_only_essential_data() {
 
 #[tokio::test(start_paused = true)]
 async fn a_plain_client_polls_on_its_interval_and_pushes_each_write_alone() {
-    let db = database();
-    todo(&db, "t1", "first");
-    todo(&db, "t2", "second");
-    let server = server(&db);
-    let (phone, recorder) = phone(
-        &server,
+    let (_, phone, recorder, autosync) = start(
+        &["t1", "t2"],
+        |_| {},
         PowerProfile::default(),
         ClientPower::polling_every(Duration::from_secs(300)),
+        false,
     );
-    phone.set_foreground(false);
-    let autosync = phone.autosync();
     for (second, id) in [(100.0, "t1"), (101.0, "t2")] {
         until(&recorder, second).await;
         phone
@@ -713,15 +713,13 @@ async fn a_plain_client_polls_on_its_interval_and_pushes_each_write_alone() {
 
 #[tokio::test(start_paused = true)]
 async fn a_sync_the_app_asks_for_does_not_wait_for_a_long_poll() {
-    let db = database();
-    todo(&db, "t1", "first");
-    let server = server(&db);
-    let (phone, recorder) = phone(
-        &server,
+    let (_, phone, recorder, autosync) = start(
+        &["t1"],
+        |_| {},
         PowerProfile::new(PowerState::Normal, NetworkKind::Unmetered),
         ClientPower::default(),
+        true,
     );
-    let autosync = phone.autosync();
     until(&recorder, 10.0).await;
     let started = Instant::now();
     phone.sync().await.expect("sync");
@@ -731,18 +729,15 @@ async fn a_sync_the_app_asks_for_does_not_wait_for_a_long_poll() {
 
 #[tokio::test(start_paused = true)]
 async fn every_mode_can_be_configured() {
-    let db = database();
-    todo(&db, "t1", "first");
-    let server = server(&db);
     let mut power = ClientPower::default();
     power.normal.background = Polling::Every(Duration::from_secs(600));
-    let (phone, recorder) = phone(
-        &server,
+    let (_, _phone, recorder, autosync) = start(
+        &["t1"],
+        |_| {},
         PowerProfile::new(PowerState::Normal, NetworkKind::Metered),
         power,
+        false,
     );
-    phone.set_foreground(false);
-    let autosync = phone.autosync();
     until(&recorder, 1900.0).await;
     assert_eq!(seconds(&recorder.pulls()), [0, 600, 1200, 1800]);
     autosync.stop().await;
