@@ -223,6 +223,7 @@ impl Replica {
             Action::Remove => {
                 table.records.remove(&key.id);
                 self.confirm.remove(&key);
+                self.deferred.remove(&key);
             }
             Action::Store(stored) => {
                 let record = table.records.entry(key.id.clone()).or_default();
@@ -459,7 +460,11 @@ pub(crate) fn plan(
                 id: delta.id.clone(),
             };
             let fetched = requested_set.contains(&key);
-            if !fetched && !delta.whole && snapshot.deferred.contains(&key) {
+            if !fetched
+                && !delta.whole
+                && delta.state != DeltaState::Left
+                && snapshot.deferred.contains(&key)
+            {
                 // Its copy lacks the deferred changes these build on: it stays
                 // deferred, and the fetch brings everything whole.
                 planned.outcome.deferred += 1;
@@ -825,6 +830,29 @@ mod tests {
             Record::load(&stored.bytes).expect("loads").heads(),
             server.heads()
         );
+    }
+
+    #[test]
+    fn a_deferred_record_that_leaves_the_scope_leaves_at_once() {
+        let mut replica = replica();
+        let server = server_record("a", "first");
+        let first = batch(
+            0,
+            1,
+            vec![delta("a", 1, server.save(), true, Some("first"))],
+        );
+        replica.apply_batch(&first, &[]).expect("stored");
+        let mut held_back = batch(1, 2, Vec::new());
+        held_back.deferred = vec![key("a")];
+        replica.apply_batch(&held_back, &[]).expect("stored");
+        let mut left = delta("a", 3, Vec::new(), false, None);
+        left.state = DeltaState::Left;
+        left.row = vec![None; FIELDS.len()];
+        replica
+            .apply_batch(&batch(2, 3, vec![left]), &[])
+            .expect("stored");
+        assert!(replica.record("todos", "a").is_none());
+        assert!(replica.deferred.is_empty());
     }
 
     #[test]
