@@ -746,10 +746,14 @@ async fn deliveries_are_signed_and_the_verifier_refuses_tampering() {
         .await;
     assert_eq!(returned, chosen);
     api.change("notes", "n1", "again").await;
+    // Both endpoints deliver it, each on its own worker, in either order:
+    // wait for the two.
     let received = receiver
-        .wait_for("the record.changed delivery", |r| {
+        .wait_for("the record.changed delivery to both endpoints", |r| {
             r.iter()
-                .any(|r| r.acknowledged() && r.json()["type"] == "record.changed")
+                .filter(|r| r.acknowledged() && r.json()["type"] == "record.changed")
+                .count()
+                >= 2
         })
         .await;
     let changed: Vec<&Received> = received
