@@ -428,9 +428,9 @@ impl<T: Transport> Client<T> {
             })
             .await
             .map_err(ClientError::Task)?;
-            self.count(|stats| stats.cpu_micros += micros(cpu));
-            let written = written?;
             let mut state = self.lock();
+            state.stats.cpu_micros += micros(cpu);
+            let written = written?;
             let replica = &mut state.replica;
             if replica.record(&prepared.table, &prepared.id) != prepared.existing.as_ref() {
                 continue;

@@ -30,10 +30,10 @@ pub use audit::{
 pub use changelog::CursorTooOld;
 pub(crate) use database::Restore;
 pub use database::{
-    Database, EngineStats, ExportCursor, ExportPage, ExportedRecord, FullAccess, LoggedChange,
-    ManualClock, MemoryStats, MergeOutcome, PatchOutcome, Payload, PolicyChange, PolicyOutcome,
-    RowAccess, ScanRequest, ScanResult, ScannedRecord, ScannedState, SystemClock, TableScope,
-    WallClock, WriteOutcome, Writer,
+    Database, Deferral, EngineStats, ExportCursor, ExportPage, ExportedRecord, FullAccess,
+    LoggedChange, ManualClock, MemoryStats, MergeOutcome, PatchOutcome, Payload, PolicyChange,
+    PolicyOutcome, RowAccess, ScanRequest, ScanResult, ScannedRecord, ScannedState, SystemClock,
+    TableScope, WallClock, WriteOutcome, Writer,
 };
 pub use error::{EngineError, MigrationError, ReadError, SchemaError, WriteError};
 pub use query::{

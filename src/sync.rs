@@ -23,6 +23,7 @@ mod batch;
 pub(crate) mod message;
 mod server;
 pub(crate) mod session;
+pub(crate) mod wait;
 pub mod wire;
 
 pub use batch::{BatchError, decode_batch, decode_batch_with};

@@ -226,6 +226,30 @@ fn a_low_battery_pull_defers_low_priority_tables_and_large_records() {
 }
 
 #[test]
+fn deferred_records_are_not_copied_into_the_batch_nor_fill_it() {
+    let db = database();
+    let server = server(&db);
+    // 6 MB of photos, more than low mode's 4 MiB batch, between the to-dos.
+    for n in 0..60 {
+        todo(&db, &format!("t{n:02}"), "task");
+        photo(&db, &format!("p{n:02}"), 100_000);
+    }
+    let low = server
+        .pull(
+            &FullAccess,
+            &pull_request(Some(("low", "metered")), Vec::new()),
+        )
+        .expect("pull");
+    let batch = decode_batch(&low.message, usize::MAX).expect("batch");
+    // One batch holds every to-do and names every photo: the photos' bytes
+    // were never part of it.
+    assert!(!batch.has_more);
+    assert_eq!(batch.len(), 60);
+    assert_eq!(batch.deferred.len(), 60);
+    assert!(low.message.len() < 100_000, "{} bytes", low.message.len());
+}
+
+#[test]
 fn the_profile_picks_the_batch_size() {
     let db = database();
     let server = server(&db);

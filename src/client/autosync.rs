@@ -83,7 +83,7 @@ impl<T: Transport> Client<T> {
         loop {
             let now = Instant::now();
             let view = run.observe(&self, now);
-            let mode = self.inner.config.power.mode(view.profile.power).clone();
+            let mode = self.inner.config.power.mode(view.profile.power);
             let polling = if view.foreground {
                 mode.foreground
             } else {
@@ -93,7 +93,7 @@ impl<T: Transport> Client<T> {
             if in_flight.is_some() && in_flight_for != Some((view.profile, view.foreground)) {
                 in_flight = None;
             }
-            let write_due = run.write_due(&mode, &view, now);
+            let write_due = run.write_due(mode, &view, now);
             let poll_due = run.poll_due(polling, &view, now);
             let due = run.retry_at.map_or_else(
                 || [write_due, poll_due].into_iter().flatten().min(),
@@ -159,10 +159,7 @@ impl<T: Transport> Client<T> {
         let _syncing = self.inner.syncing.lock().await;
         let started = Instant::now();
         let push = self.push_queue().await?;
-        let pull = match wait {
-            Some(wait) => self.pull_waiting(wait).await?,
-            None => self.pull_until_done().await?,
-        };
+        let pull = self.pull_from(wait).await?;
         debug!(
             device = %self.inner.config.device,
             pushed = push.answered,

@@ -22,8 +22,6 @@ pub enum TransportError {
     ResponseLost,
     #[error("no answer within {timeout_ms} ms; retry it unchanged")]
     TimedOut { timeout_ms: u64 },
-    #[error("the in-process server task failed: {0}; this is a bug in the server")]
-    ServerTask(#[source] tokio::task::JoinError),
     /// No HTTP connection could be made (refused, unresolvable, TLS failure,
     /// connect timeout): the request surely did not reach the server.
     #[error("cannot connect to the sync server: {source}; retry when the device is back online")]

@@ -331,16 +331,18 @@ impl BatchSnapshot {
         let mut deferred = BTreeSet::new();
         for table in &batch.tables {
             for delta in &table.records {
-                let key = RecordRef {
+                let key = || RecordRef {
                     table: table.table.clone(),
                     id: delta.id.clone(),
                 };
-                if replica.deferred.contains(&key) {
-                    deferred.insert(key.clone());
+                // Most replicas hold nothing deferred: no key is made for them.
+                if !replica.deferred.is_empty() && replica.deferred.contains(&key()) {
+                    deferred.insert(key());
                 }
                 let Some(record) = replica.record(&table.table, &delta.id) else {
                     continue;
                 };
+                let key = key();
                 let queued = record.pending && {
                     let set = queued.get_or_insert_with(|| queued_records(&replica.queue));
                     set.contains(&(key.table.as_str(), key.id.as_str()))

@@ -16,6 +16,7 @@ use crate::client::error::{ApplyError, ClientError, TransportError};
 use crate::client::replica::{BatchOutcome, BatchSnapshot, plan};
 use crate::client::transport::Transport;
 use crate::client::{Client, MAX_ATTEMPTS, State, lock_state, micros};
+use crate::power::PowerProfile;
 use crate::sync::wire::MessageKind;
 use crate::sync::{
     AckRequest, AckResult, OpResult, OpStatus, PullBatch, PullRequest, PushOp, PushRequest,
@@ -146,18 +147,17 @@ impl<T: Transport> Client<T> {
         self.inner.syncing.lock().await
     }
 
-    /// Pulls until done as [`Client::pull_all`] does, the first pull held as a
-    /// long poll of up to `wait` when it has nothing to send. The caller holds
-    /// the sync lock.
-    pub(crate) async fn pull_waiting(&self, wait: Duration) -> Result<PullReport, ClientError> {
-        self.pull_from(Some(wait)).await
-    }
-
-    pub(crate) async fn pull_until_done(&self) -> Result<PullReport, ClientError> {
+    async fn pull_until_done(&self) -> Result<PullReport, ClientError> {
         self.pull_from(None).await
     }
 
-    async fn pull_from(&self, mut wait: Option<Duration>) -> Result<PullReport, ClientError> {
+    /// Pulls until done as [`Client::pull_all`] does; with `wait`, the first
+    /// pull is held as a long poll when it has nothing to send. The caller
+    /// holds the sync lock.
+    pub(crate) async fn pull_from(
+        &self,
+        mut wait: Option<Duration>,
+    ) -> Result<PullReport, ClientError> {
         let mut report = PullReport::default();
         let mut fetch_rounds = 0;
         let started_at = self.cursor();
@@ -250,6 +250,7 @@ impl<T: Transport> Client<T> {
         let fetch_deferred = config.power.fetches_deferred(profile.unwrap_or_default());
         let replica = &state.replica;
         let deferred = replica.deferred.iter().filter(|_| fetch_deferred);
+        let (power, network) = PowerProfile::to_wire(profile);
         let request = PullRequest {
             device: config.device.clone(),
             cursor: replica.cursor,
@@ -266,8 +267,8 @@ impl<T: Transport> Client<T> {
             max_bytes: config.batch_bytes,
             level: config.level,
             schema_version: config.schema_version,
-            profile: profile.map(|profile| profile.power.name().to_owned()),
-            network: profile.map(|profile| profile.network.name().to_owned()),
+            profile: power,
+            network,
             wait_ms: wait.map(|wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
             explicit_rows: false,
         };
@@ -377,12 +378,13 @@ impl<T: Transport> Client<T> {
             if ops.is_empty() {
                 break;
             }
+            let (power, network) = PowerProfile::to_wire(profile);
             let request = PushRequest {
                 device: config.device.clone(),
                 ops,
                 schema_version: config.schema_version,
-                profile: profile.map(|profile| profile.power.name().to_owned()),
-                network: profile.map(|profile| profile.network.name().to_owned()),
+                profile: power,
+                network,
             };
             let message = self.encode(MessageKind::PushRequest, &request);
             let result: PushResult = self

@@ -38,7 +38,7 @@ pub use audit::{PolicyChange, PolicyOutcome};
 pub use export::{ExportCursor, ExportPage, ExportedRecord};
 pub(crate) use persist::Restore;
 pub use scan::{
-    FullAccess, Payload, RowAccess, ScanRequest, ScanResult, ScannedRecord, ScannedState,
+    Deferral, FullAccess, Payload, RowAccess, ScanRequest, ScanResult, ScannedRecord, ScannedState,
     TableScope,
 };
 

@@ -156,6 +156,18 @@ impl PowerProfile {
     }
 }
 
+impl PowerProfile {
+    /// The names a request carries: `profile` (the power state) and `network`.
+    pub fn to_wire(profile: Option<PowerProfile>) -> (Option<String>, Option<String>) {
+        profile.map_or((None, None), |profile| {
+            (
+                Some(profile.power.name().to_owned()),
+                Some(profile.network.name().to_owned()),
+            )
+        })
+    }
+}
+
 impl fmt::Display for PowerProfile {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(formatter, "{}/{}", self.power, self.network)

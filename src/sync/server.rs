@@ -14,10 +14,10 @@ use tracing::{debug, info, warn};
 use crate::compress::{CompressionStats, Compressor, StatsSnapshot};
 use crate::config::SyncConfig;
 use crate::engine::{
-    Database, EngineError, Filter, FilterOp, FullAccess, OperatorShape, RowAccess, ScanRequest,
-    ScannedRecord, ScannedState, SystemClock, TableScope, WallClock,
+    Database, Deferral, EngineError, Filter, FilterOp, FullAccess, OperatorShape, RowAccess,
+    ScanRequest, ScannedRecord, SystemClock, TableScope, WallClock,
 };
-use crate::power::{PowerProfile, ServePlan};
+use crate::power::PowerProfile;
 use crate::schema::{Fields, Lens, TableSchema};
 use crate::storage::StorageError;
 use crate::storage::entry::Entry;
@@ -27,6 +27,7 @@ use crate::sync::message::{
     PushResult, SyncHint, WireFilter, WireScope,
 };
 use crate::sync::session::{SavedSession, SessionInfo, Sessions};
+use crate::sync::wait::{LongPoll, long_poll_wait};
 use crate::sync::wire::{self, MessageKind, WireError};
 
 /// A request the server refuses as a whole.
@@ -315,11 +316,8 @@ impl SyncServer {
             .await
             .unwrap_or_else(|error| refusal(SyncError::Task(error.to_string())));
         };
-        let started = tokio::time::Instant::now();
-        // Taken before the first pull: a change made while it runs wakes the wait.
-        let mut changes = self.inner.db.watch_seq();
+        let mut poll = LongPoll::start(&self.inner.db);
         let pull = Arc::new(pull);
-        let mut until = None;
         loop {
             let (server, access, job) = (self.clone(), Arc::clone(&access), Arc::clone(&pull));
             let answer = tokio::task::spawn_blocking(move || server.pull(access.as_ref(), &job))
@@ -330,15 +328,9 @@ impl SyncServer {
                 Ok(batch) => return batch.message,
                 Err(error) => return refusal(error),
             };
-            let until = *until.get_or_insert_with(|| {
-                let asked = Duration::from_millis(pull.wait_ms.unwrap_or(0)).min(max_wait);
-                started + batch.long_poll.map_or(asked, |cap| asked.min(cap))
-            });
-            let woken = matches!(
-                tokio::time::timeout_at(until, changes.changed()).await,
-                Ok(Ok(()))
-            );
-            if !woken {
+            let asked = Duration::from_millis(pull.wait_ms.unwrap_or(0));
+            let wait = long_poll_wait(asked, max_wait, batch.long_poll);
+            if !poll.changed(wait, std::future::pending()).await {
                 return batch.message;
             }
         }
@@ -428,6 +420,15 @@ impl SyncServer {
         let bound = |asked: Option<u32>, default: usize, max: usize| {
             asked.map_or(default, |asked| (asked as usize).clamp(1, max))
         };
+        // The power plan's deferral, per scope: the scan holds those records
+        // back before copying their payloads.
+        let deferral = plan.as_ref().map(|plan| Deferral {
+            scopes: scopes
+                .iter()
+                .map(|scope| plan.defer_low_priority && config.power.is_low_priority(&scope.table))
+                .collect(),
+            over_bytes: plan.defer_over_bytes,
+        });
         let scan = db.scan_changes(&ScanRequest {
             scopes: &scopes,
             cursor: request.cursor,
@@ -447,19 +448,20 @@ impl SyncServer {
                 config.max_batch_bytes,
             ),
             access,
+            defer: deferral.as_ref(),
         })?;
-        let (sent, deferred) = match &plan {
-            Some(plan) => self.defer(plan, &scopes, &fetch, scan.records),
-            None => (scan.records, Vec::new()),
-        };
+        let deferred = deferred_ids(&scopes, scan.deferred);
         let level = request
             .level
             .unwrap_or_else(|| plan.as_ref().map_or(config.compression, |plan| plan.level));
         let compressor = Compressor::new(level, Arc::clone(&self.inner.stats));
         let tables = (0..scopes.len())
             .filter_map(|scope| {
-                let records: Vec<&ScannedRecord> =
-                    sent.iter().filter(|record| record.scope == scope).collect();
+                let records: Vec<&ScannedRecord> = scan
+                    .records
+                    .iter()
+                    .filter(|record| record.scope == scope)
+                    .collect();
                 (!records.is_empty()).then(|| {
                     let derive = !request.explicit_rows;
                     batch::table_body(&lenses[scope], &records, &compressor, derive)
@@ -467,6 +469,7 @@ impl SyncServer {
             })
             .collect();
         let deferred_count = deferred.iter().map(|table| table.ids.len()).sum();
+        let sent = scan.records.len();
         let body = BatchBody {
             from: request.cursor,
             next: scan.next_cursor,
@@ -494,7 +497,7 @@ impl SyncServer {
             device = %request.device,
             cursor = request.cursor,
             next_cursor = scan.next_cursor,
-            records = sent.len(),
+            records = sent,
             deferred = deferred_count,
             profile = %plan.as_ref().map_or_else(|| "-".to_owned(), |plan| plan.profile.to_string()),
             level = %level,
@@ -507,61 +510,12 @@ impl SyncServer {
         Ok(EncodedBatch {
             message,
             checksum,
-            records: sent.len(),
+            records: sent,
             next_cursor: scan.next_cursor,
             has_more: scan.has_more,
             deferred: deferred_count,
             long_poll: plan.map(|plan| plan.long_poll),
         })
-    }
-
-    /// Splits scanned records into those sent and those the power plan holds
-    /// back: changes to low-priority tables and payloads over the size bound.
-    /// Records the client asked for by name and records leaving its scope are
-    /// always sent.
-    fn defer(
-        &self,
-        plan: &ServePlan,
-        scopes: &[TableScope],
-        fetch: &[(usize, String)],
-        records: Vec<ScannedRecord>,
-    ) -> (Vec<ScannedRecord>, Vec<DeferredIds>) {
-        let power = &self.inner.config.power;
-        let low: Vec<bool> = scopes
-            .iter()
-            .map(|scope| plan.defer_low_priority && power.is_low_priority(&scope.table))
-            .collect();
-        let mut sent = Vec::with_capacity(records.len());
-        let mut deferred: Vec<DeferredIds> = Vec::new();
-        for record in records {
-            let payload = match &record.state {
-                ScannedState::Live { payload, .. } | ScannedState::Deleted { payload } => {
-                    payload.len()
-                }
-                ScannedState::Left => {
-                    sent.push(record);
-                    continue;
-                }
-            };
-            let asked = fetch
-                .iter()
-                .any(|(scope, id)| *scope == record.scope && *id == record.id);
-            let hold = !asked
-                && (low[record.scope] || plan.defer_over_bytes.is_some_and(|over| payload > over));
-            if !hold {
-                sent.push(record);
-                continue;
-            }
-            let table = &scopes[record.scope].table;
-            match deferred.iter_mut().find(|entry| &entry.table == table) {
-                Some(entry) => entry.ids.push(record.id),
-                None => deferred.push(DeferredIds {
-                    table: table.clone(),
-                    ids: vec![record.id],
-                }),
-            }
-        }
-        (sent, deferred)
     }
 
     /// Applies pushed operations, each on its own: one refused operation does not
@@ -826,6 +780,7 @@ impl SyncServer {
     }
 
     fn note_pull(&self, request: &PullRequest, base: u64, profile: Option<PowerProfile>) {
+        let reported = profile.map(|profile| profile.to_string());
         let now = self.inner.wall.now_ms();
         let mut sessions = self.sessions_lock();
         let info = &mut sessions.touch(&request.device, now).info;
@@ -836,16 +791,14 @@ impl SyncServer {
             || request
                 .schema_version
                 .is_some_and(|v| info.schema_version != Some(v))
-            || profile.is_some_and(|profile| {
-                info.profile.as_deref() != Some(profile.to_string().as_str())
-            });
+            || reported.is_some() && info.profile != reported;
         info.acked_cursor = base;
         info.pulls += 1;
         if request.schema_version.is_some() {
             info.schema_version = request.schema_version;
         }
-        if let Some(profile) = profile {
-            info.profile = Some(profile.to_string());
+        if reported.is_some() {
+            info.profile = reported;
         }
         if changed {
             self.note_session(info);
@@ -1021,6 +974,22 @@ fn refusal(error: SyncError) -> Vec<u8> {
         message: error.to_string(),
     };
     wire::seal_value(MessageKind::Error, &body, false)
+}
+
+/// Held-back records grouped by table, in the order the scan listed them.
+fn deferred_ids(scopes: &[TableScope], held: Vec<(usize, String)>) -> Vec<DeferredIds> {
+    let mut deferred: Vec<DeferredIds> = Vec::new();
+    for (scope, id) in held {
+        let table = &scopes[scope].table;
+        match deferred.iter_mut().find(|entry| &entry.table == table) {
+            Some(entry) => entry.ids.push(id),
+            None => deferred.push(DeferredIds {
+                table: table.clone(),
+                ids: vec![id],
+            }),
+        }
+    }
+    deferred
 }
 
 /// The profile a request reports, if it reports one.

@@ -438,6 +438,7 @@ fn look(
         max_bytes: STEP_BYTES,
         payloads: false,
         access: access.as_ref(),
+        defer: None,
     })?;
     let mut text = String::new();
     let mut last = cursor;

@@ -26,6 +26,7 @@ use crate::api::routes::{
 };
 use crate::api::state::AppState;
 use crate::schema::value_to_json;
+use crate::sync::wait::{LongPoll, long_poll_wait};
 use crate::sync::wire::{self, MessageKind};
 use crate::sync::{
     AckRequest, DeltaState, ErrorBody, PullRequest, PushOp, PushRequest, SessionInfo, SyncError,
@@ -144,10 +145,8 @@ async fn exchange(
     let label = principal.label();
     let kind = request.kind;
     let answer = match wait {
-        Some(wait) if kind == MessageKind::PullRequest => {
-            long_poll(state, principal, request, wait).await?
-        }
-        Some(_) | None => blocking(move || Ok(run(&state, &principal, &request))).await?,
+        Some(wait) => long_poll(state, principal, request, wait).await?,
+        None => blocking(move || Ok(run(&state, &principal, &request))).await?,
     };
     let response = respond(answer, binary);
     debug!(
@@ -176,13 +175,12 @@ async fn long_poll(
     request: Exchange,
     wait: Wait,
 ) -> Result<Result<Answer, SyncError>, Problem> {
-    let max_wait = state.config().live.max_wait_ms;
-    let started = tokio::time::Instant::now();
-    let mut changes = state.database().watch_seq();
+    let max_wait = Duration::from_millis(state.config().live.max_wait_ms);
+    let mut poll = LongPoll::start(state.database());
     let stopping = wait.live.stopping();
     let mut stopping = std::pin::pin!(stopping);
     let shared = Arc::new((state, principal, request));
-    let mut until = None;
+    let mut first = true;
     loop {
         let job = Arc::clone(&shared);
         let answer = blocking(move || {
@@ -199,26 +197,12 @@ async fn long_poll(
         else {
             return Ok(answer);
         };
-        let until = *until.get_or_insert_with(|| {
-            let mut wait_ms = wait.asked_ms.or(*wait_ms).unwrap_or(0).min(max_wait);
-            if let Some(cap) = long_poll {
-                wait_ms = wait_ms.min(u64::try_from(cap.as_millis()).unwrap_or(u64::MAX));
-            }
-            if wait_ms > 0 {
-                shared.0.metrics().record_long_poll();
-            }
-            started + Duration::from_millis(wait_ms)
-        });
-        if until <= tokio::time::Instant::now() {
-            return Ok(answer);
+        let asked = Duration::from_millis(wait.asked_ms.or(*wait_ms).unwrap_or(0));
+        let waits = long_poll_wait(asked, max_wait, *long_poll);
+        if std::mem::take(&mut first) && !waits.is_zero() {
+            shared.0.metrics().record_long_poll();
         }
-        let woken = tokio::select! {
-            changed = tokio::time::timeout_at(until, changes.changed()) => {
-                matches!(changed, Ok(Ok(())))
-            }
-            () = stopping.as_mut() => false,
-        };
-        if !woken {
+        if !poll.changed(waits, stopping.as_mut()).await {
             return Ok(answer);
         }
     }

@@ -83,6 +83,20 @@ pub struct ScanRequest<'a> {
     /// copies no change bytes.
     pub payloads: bool,
     pub access: &'a dyn RowAccess,
+    /// Records to hold back rather than send (a power profile's deferral):
+    /// listed by id in [`ScanResult::deferred`], their payloads neither copied
+    /// nor counted against `max_bytes`. Fetched records are never held back.
+    pub defer: Option<&'a Deferral>,
+}
+
+/// What a scan holds back.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Deferral {
+    /// Per scope (index into [`ScanRequest::scopes`]): hold back every changed
+    /// record of it.
+    pub scopes: Vec<bool>,
+    /// Hold back a record whose payload would be larger than this.
+    pub over_bytes: Option<usize>,
 }
 
 /// The automerge storage bytes a client adds to its copy of a record.
@@ -138,6 +152,9 @@ pub struct ScannedRecord {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ScanResult {
     pub records: Vec<ScannedRecord>,
+    /// Records held back by [`ScanRequest::defer`]: scope index and id, in
+    /// sequence order. Each counts against `max_records`, as a listed one does.
+    pub deferred: Vec<(usize, String)>,
     /// Resume here: every change up to it was listed or is out of scope.
     pub next_cursor: u64,
     pub has_more: bool,
@@ -195,6 +212,7 @@ impl Database {
             request,
             resolved: &resolved,
             records: Vec::new(),
+            deferred: Vec::new(),
             bytes: 0,
             durable,
         };
@@ -202,6 +220,7 @@ impl Database {
         let (next_cursor, has_more) = scan.walk()?;
         Ok(ScanResult {
             records: scan.records,
+            deferred: scan.deferred,
             next_cursor,
             has_more,
             horizon: state.log.horizon(),
@@ -214,6 +233,7 @@ struct Scanner<'r, 't> {
     request: &'r ScanRequest<'r>,
     resolved: &'r [Resolved<'t>],
     records: Vec<ScannedRecord>,
+    deferred: Vec<(usize, String)>,
     bytes: usize,
     /// The latest sequence number that may be served.
     durable: u64,
@@ -231,8 +251,9 @@ impl Scanner<'_, '_> {
                     // Asked again by the next pull, once its change is durable.
                     continue;
                 }
-                let state = self.state_of(*scope, stored, true)?;
-                self.push(*scope, stored, state);
+                if let Some(Listing::Send(state)) = self.listing(*scope, stored, true)? {
+                    self.push(*scope, stored, state);
+                }
             }
         }
         Ok(())
@@ -273,11 +294,15 @@ impl Scanner<'_, '_> {
             };
             last_seq = seq;
             let stored = self.resolved[scope].table.record(slot);
-            let state = self.state_of(scope, stored, false)?;
-            if let Some(state) = state {
-                self.push(scope, stored, Some(state));
-                listed += 1;
+            match self.listing(scope, stored, false)? {
+                Some(Listing::Send(state)) => self.push(scope, stored, state),
+                Some(Listing::Defer) => {
+                    self.bytes += stored.id.len();
+                    self.deferred.push((scope, stored.id.to_string()));
+                }
+                None => continue,
             }
+            listed += 1;
         }
     }
 
@@ -285,10 +310,7 @@ impl Scanner<'_, '_> {
         !self.records.is_empty() && self.bytes >= self.request.max_bytes
     }
 
-    fn push(&mut self, scope: usize, stored: &StoredRecord, state: Option<ScannedState>) {
-        let Some(state) = state else {
-            return;
-        };
+    fn push(&mut self, scope: usize, stored: &StoredRecord, state: ScannedState) {
         self.bytes += stored.id.len()
             + match &state {
                 ScannedState::Live { payload, row, .. } => payload.len() + row.heap_bytes(),
@@ -304,13 +326,14 @@ impl Scanner<'_, '_> {
     }
 
     /// What the caller gets of a changed record, or `None` when it gets nothing
-    /// (a record it never held and may not see).
-    fn state_of(
+    /// (a record it never held and may not see). A record it may see is held
+    /// back when the deferral says so, before its payload is copied.
+    fn listing(
         &self,
         scope: usize,
         stored: &StoredRecord,
         fetched: bool,
-    ) -> Result<Option<ScannedState>, ReadError> {
+    ) -> Result<Option<Listing>, ReadError> {
         let resolved = &self.resolved[scope];
         let base = self.request.base.min(self.request.cursor);
         let new = fetched || stored.first_seq > base;
@@ -319,20 +342,30 @@ impl Scanner<'_, '_> {
             // not after the cursor (an earlier batch of a cut pull may have sent
             // it whole), or the caller asked for it.
             let maybe_held = fetched || stored.first_seq <= self.request.cursor;
-            return Ok(maybe_held.then_some(ScannedState::Left));
+            return Ok(maybe_held.then_some(Listing::Send(ScannedState::Left)));
+        }
+        let since = if new { 0 } else { base };
+        if let Some(defer) = self.request.defer
+            && !fetched
+            && (defer.scopes.get(scope).copied().unwrap_or(false)
+                || defer
+                    .over_bytes
+                    .is_some_and(|over| payload_len(stored, since) > over))
+        {
+            return Ok(Some(Listing::Defer));
         }
         // In a restricted scope a record may enter the scope long after its first
         // change; a client sent changes for a record it does not hold asks for it
         // whole through `fetch`.
         let payload = if self.request.payloads {
-            payload(stored, if new { 0 } else { base })
+            payload(stored, since)
         } else {
             Payload {
                 bytes: Vec::new(),
                 whole: new,
             }
         };
-        Ok(Some(if stored.deleted {
+        Ok(Some(Listing::Send(if stored.deleted {
             ScannedState::Deleted { payload }
         } else {
             ScannedState::Live {
@@ -340,7 +373,7 @@ impl Scanner<'_, '_> {
                 row: stored.row.clone(),
                 new,
             }
-        }))
+        })))
     }
 
     /// Whether the caller may see the record: its live row, or for a deleted
@@ -366,16 +399,34 @@ impl Scanner<'_, '_> {
     }
 }
 
-/// The chunks of `stored` newer than `cursor` (all of them for cursor 0).
-fn payload(stored: &StoredRecord, cursor: u64) -> Payload {
+/// A changed record, as a scan lists it.
+enum Listing {
+    Send(ScannedState),
+    /// Held back by [`ScanRequest::defer`].
+    Defer,
+}
+
+/// The chunks of `stored` newer than `cursor` (all of them when the first is).
+fn chunks_after(stored: &StoredRecord, cursor: u64) -> (impl Iterator<Item = &[u8]>, bool) {
     let whole = stored.chunks.first().is_none_or(|chunk| chunk.seq > cursor);
-    let mut bytes = Vec::new();
-    for chunk in stored
+    let chunks = stored
         .chunks
         .iter()
-        .filter(|chunk| whole || chunk.seq > cursor)
-    {
-        bytes.extend_from_slice(&chunk.bytes);
+        .filter(move |chunk| whole || chunk.seq > cursor)
+        .map(|chunk| &chunk.bytes[..]);
+    (chunks, whole)
+}
+
+/// The chunks of `stored` newer than `cursor` (all of them for cursor 0).
+fn payload(stored: &StoredRecord, cursor: u64) -> Payload {
+    let (chunks, whole) = chunks_after(stored, cursor);
+    Payload {
+        bytes: chunks.collect::<Vec<_>>().concat(),
+        whole,
     }
-    Payload { bytes, whole }
+}
+
+/// The length of [`payload`], without copying it.
+fn payload_len(stored: &StoredRecord, cursor: u64) -> usize {
+    chunks_after(stored, cursor).0.map(<[u8]>::len).sum()
 }
