@@ -48,6 +48,9 @@ pub enum StartError {
     Storage(#[from] crate::storage::StorageError),
     #[error(transparent)]
     Webhooks(#[from] crate::webhook::WebhookError),
+    #[cfg(feature = "cluster")]
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -95,9 +98,39 @@ pub async fn start_durable(
     let addr = config.server.listen;
     let webhooks = Webhooks::start(opened.sync.database().clone(), config.webhooks.clone())?;
     let state = AppState::with_store(config, opened.sync, opened.store, webhooks);
-    serve::start(state)
+    serve_node(state, addr).await
+}
+
+/// Joins the cluster when the configuration names one (before any request
+/// is served: every write of a node goes through the stream), then serves.
+async fn serve_node(
+    state: AppState,
+    addr: std::net::SocketAddr,
+) -> Result<ServerHandle, StartError> {
+    #[cfg(feature = "cluster")]
+    let cluster = if state.config().cluster.enabled {
+        let config = &state.config().cluster;
+        let key = state.config().auth.admin_keys.first().cloned();
+        let cluster = crate::cluster::Cluster::join(
+            state.database().clone(),
+            config,
+            config.advertise.clone(),
+            key,
+        )
+        .await?;
+        state.set_cluster(cluster.clone());
+        Some(cluster)
+    } else {
+        None
+    };
+    let handle = serve::start(state)
         .await
-        .map_err(|source| StartError::Bind { addr, source })
+        .map_err(|source| StartError::Bind { addr, source })?;
+    #[cfg(feature = "cluster")]
+    if let Some(cluster) = cluster {
+        cluster.advertise_default(&handle.addr().to_string());
+    }
+    Ok(handle)
 }
 
 /// Starts a server on an existing database (tables created, data loaded).
@@ -111,7 +144,5 @@ pub async fn start_with(config: Config, db: Database) -> Result<ServerHandle, St
     let addr = config.server.listen;
     let webhooks = Webhooks::start(sync.database().clone(), config.webhooks.clone())?;
     let state = AppState::new(config, sync, webhooks);
-    serve::start(state)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
+    serve_node(state, addr).await
 }

@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod cluster;
 mod load;
 mod notify;
 mod server;
 mod storage;
 
+pub use cluster::{ClusterAck, ClusterConfig};
 pub use load::{ConfigSource, LoadError};
 pub use notify::{LiveConfig, WebhookConfig};
 pub use server::{
@@ -219,6 +221,8 @@ pub enum ConfigError {
     WeakAdminKey,
     #[error("`{setting}` must not be empty")]
     Empty { setting: &'static str },
+    #[error("`{setting}`: {reason}")]
+    Invalid { setting: String, reason: String },
     #[error(
         "the development admin key or token secret would be exposed on {listen}: set `auth.admin_keys` and `auth.jwt_secret`, or listen on a loopback address"
     )]

@@ -30,10 +30,11 @@ pub use audit::{
 pub use changelog::CursorTooOld;
 pub(crate) use database::Restore;
 pub use database::{
-    Database, Deferral, EngineStats, ExportCursor, ExportPage, ExportedRecord, FullAccess,
+    Database, Deferral, EngineStats, ExportCursor, ExportPage, ExportedRecord, FullAccess, Held,
     LoggedChange, ManualClock, MemoryStats, MergeOutcome, PatchOutcome, Payload, PolicyChange,
-    PolicyOutcome, RowAccess, ScanRequest, ScanResult, ScannedRecord, ScannedState, SystemClock,
-    TableScope, WallClock, WriteOutcome, Writer,
+    PolicyOutcome, RowAccess, STREAM_POSITION_SETTING, ScanRequest, ScanResult, ScannedRecord,
+    ScannedState, SequencedWrite, Sequencer, StreamWrite, SystemClock, TableScope, WallClock,
+    WriteOutcome, Writer,
 };
 pub use error::{EngineError, MigrationError, ReadError, SchemaError, WriteError};
 pub use query::{

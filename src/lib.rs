@@ -17,6 +17,8 @@
 
 pub mod api;
 pub mod client;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod compress;
 pub mod config;
 pub mod dataset;

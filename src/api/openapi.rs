@@ -45,6 +45,18 @@ use crate::api::routes::{
 )]
 struct ApiDoc;
 
+/// A cluster node's routes.
+#[cfg(feature = "cluster")]
+#[derive(OpenApi)]
+#[openapi(
+    paths(
+        crate::api::routes::cluster::cluster_status, crate::api::routes::cluster::heads,
+        crate::api::routes::cluster::sync, crate::api::routes::cluster::repair,
+    ),
+    tags((name = "cluster", description = "A cluster node: peers, stream position and lag; anti-entropy")),
+)]
+struct ClusterDoc;
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -69,7 +81,11 @@ impl Modify for BearerAuth {
 pub fn document() -> &'static str {
     static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     DOCUMENT.get_or_init(|| {
-        ApiDoc::openapi()
+        #[cfg_attr(not(feature = "cluster"), allow(unused_mut))]
+        let mut document = ApiDoc::openapi();
+        #[cfg(feature = "cluster")]
+        document.merge(ClusterDoc::openapi());
+        document
             .to_pretty_json()
             .unwrap_or_else(|error| format!("{{\"error\": \"{error}\"}}"))
     })

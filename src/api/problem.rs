@@ -209,6 +209,7 @@ fn write_status(error: &WriteError) -> StatusCode {
         WriteError::MemoryLimit { .. } | WriteError::Storage { .. } => {
             StatusCode::INSUFFICIENT_STORAGE
         }
+        WriteError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::UNPROCESSABLE_ENTITY,
     }
 }

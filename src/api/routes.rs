@@ -16,6 +16,8 @@ use crate::api::auth::Principal;
 use crate::api::problem::Problem;
 use crate::api::state::AppState;
 
+#[cfg(feature = "cluster")]
+pub(crate) mod cluster;
 pub(crate) mod conflicts;
 pub(crate) mod live;
 pub(crate) mod records;
@@ -44,7 +46,7 @@ pub fn all(
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let live = live::Live::new(&state.config().live, shutdown);
-    system::routes(state.clone())
+    let routes = system::routes(state.clone())
         .or(tables::routes(state.clone()))
         .unify()
         .or(conflicts::routes(state.clone()))
@@ -59,10 +61,13 @@ pub fn all(
         .unify()
         .or(webhooks::routes(state.clone()))
         .unify()
-        .or(transfer::routes(state))
-        .unify()
-        .recover(recover)
-        .unify()
+        .or(transfer::routes(state.clone()))
+        .unify();
+    #[cfg(feature = "cluster")]
+    let routes = routes.or(cluster::routes(state)).unify();
+    #[cfg(not(feature = "cluster"))]
+    drop(state);
+    routes.recover(recover).unify()
 }
 
 /// The shared state, for handlers.

@@ -95,6 +95,10 @@ impl ServerHandle {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.finished.await;
+        #[cfg(feature = "cluster")]
+        if let Some(cluster) = self.state.cluster() {
+            cluster.stop();
+        }
         self.state.webhooks().shutdown();
         if let Some(store) = self.state.store().cloned() {
             let closed = tokio::task::spawn_blocking(move || store.close()).await;

@@ -32,6 +32,9 @@ struct Inner {
     /// The data directory, when the server has one.
     store: Option<Store>,
     webhooks: Webhooks,
+    /// The node's cluster, on a cluster node.
+    #[cfg(feature = "cluster")]
+    cluster: std::sync::OnceLock<crate::cluster::Cluster>,
 }
 
 impl AppState {
@@ -73,6 +76,8 @@ impl AppState {
                 webhooks,
                 sync,
                 config,
+                #[cfg(feature = "cluster")]
+                cluster: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -80,6 +85,18 @@ impl AppState {
     /// The data directory, when the server has one.
     pub fn store(&self) -> Option<&Store> {
         self.inner.store.as_ref()
+    }
+
+    /// The node's cluster, on a cluster node.
+    #[cfg(feature = "cluster")]
+    pub fn cluster(&self) -> Option<&crate::cluster::Cluster> {
+        self.inner.cluster.get()
+    }
+
+    /// Makes this server's state a cluster node's (once).
+    #[cfg(feature = "cluster")]
+    pub(crate) fn set_cluster(&self, cluster: crate::cluster::Cluster) {
+        let _ = self.inner.cluster.set(cluster);
     }
 
     /// Outgoing webhooks.

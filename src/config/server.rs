@@ -30,6 +30,8 @@ pub struct Config {
     pub storage: StorageConfig,
     pub live: LiveConfig,
     pub webhooks: WebhookConfig,
+    /// Several nodes sharing one NATS JetStream stream.
+    pub cluster: crate::config::ClusterConfig,
     /// Access rules by table name; a table without one is reachable by admin keys
     /// only.
     pub access: BTreeMap<String, AccessRule>,
@@ -192,6 +194,7 @@ impl Config {
         self.storage.validate()?;
         self.live.validate()?;
         self.webhooks.validate()?;
+        self.cluster.validate()?;
         at_least(
             "server.max_connections",
             self.server.max_connections as u64,

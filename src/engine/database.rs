@@ -32,6 +32,7 @@ mod export;
 mod migrate;
 mod persist;
 mod scan;
+mod sequence;
 mod state;
 
 pub use audit::{PolicyChange, PolicyOutcome};
@@ -42,6 +43,8 @@ pub use scan::{
     TableScope,
 };
 
+use persist::storage_error;
+pub use sequence::{Held, STREAM_POSITION_SETTING, SequencedWrite, Sequencer, StreamWrite};
 use state::State;
 
 /// Writes made on behalf of one caller; see [`Database::writer`].
@@ -101,7 +104,7 @@ impl Writer<'_> {
         fields: Fields,
         origin: &ClientId,
     ) -> Result<WriteOutcome, EngineError> {
-        self.db.commit(self.defer, |state| {
+        self.db.commit_write(self.defer, None, |state| {
             state.insert(table, fields, origin, self.guard())
         })
     }
@@ -119,9 +122,11 @@ impl Writer<'_> {
         origin: &ClientId,
     ) -> Result<WriteOutcome, EngineError> {
         let guard = self.guard();
-        let outcome = self.db.commit(self.defer, |state| {
-            state.patch(table, id, edits, None, origin, guard)
-        })?;
+        let outcome = self
+            .db
+            .commit_write(self.defer, Some((table, id)), |state| {
+                state.patch(table, id, edits, None, origin, guard)
+            })?;
         Ok(outcome.write)
     }
 
@@ -139,9 +144,10 @@ impl Writer<'_> {
         origin: &ClientId,
     ) -> Result<PatchOutcome, EngineError> {
         let guard = self.guard();
-        self.db.commit(self.defer, |state| {
-            state.patch(table, id, edits, Some(base), origin, guard)
-        })
+        self.db
+            .commit_write(self.defer, Some((table, id)), |state| {
+                state.patch(table, id, edits, Some(base), origin, guard)
+            })
     }
 
     /// As [`Database::delete`].
@@ -157,7 +163,9 @@ impl Writer<'_> {
     ) -> Result<WriteOutcome, EngineError> {
         let guard = self.guard();
         self.db
-            .commit(self.defer, |state| state.delete(table, id, origin, guard))
+            .commit_write(self.defer, Some((table, id)), |state| {
+                state.delete(table, id, origin, guard)
+            })
     }
 
     /// As [`Database::merge_changes`]; the record must be in reach before and after.
@@ -172,7 +180,7 @@ impl Writer<'_> {
         changes: Vec<Change>,
         origin: &ClientId,
     ) -> Result<MergeOutcome, EngineError> {
-        self.db.commit(self.defer, |state| {
+        self.db.commit_write(self.defer, None, |state| {
             state.merge_changes(table, id, changes, origin, self.access)
         })
     }
@@ -315,12 +323,17 @@ pub struct Database {
     /// The latest sequence number and event id, announced after each write
     /// for long polls, change streams and webhook workers.
     watches: Arc<Watches>,
+    /// The cluster's stream, on a cluster node.
+    sequencing: Arc<OnceLock<sequence::Sequencing>>,
 }
 
 #[derive(Debug)]
 struct Watches {
     seq: tokio::sync::watch::Sender<u64>,
     event: tokio::sync::watch::Sender<u64>,
+    /// The latest sequence number again, for threads that block on it.
+    latest: std::sync::Mutex<u64>,
+    moved: std::sync::Condvar,
 }
 
 impl Watches {
@@ -328,11 +341,37 @@ impl Watches {
         Watches {
             seq: tokio::sync::watch::Sender::new(0),
             event: tokio::sync::watch::Sender::new(0),
+            latest: std::sync::Mutex::new(0),
+            moved: std::sync::Condvar::new(),
         }
+    }
+
+    /// Blocks until the latest sequence number reaches `seq` or `timeout`
+    /// passes; whether it did.
+    fn wait_for(&self, seq: u64, timeout: std::time::Duration) -> bool {
+        let latest = self
+            .latest
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (latest, _) = self
+            .moved
+            .wait_timeout_while(latest, timeout, |latest| *latest < seq)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *latest >= seq
     }
 
     /// Moves each watch forward (never back) and wakes its receivers.
     fn announce(&self, seq: u64, event: u64) {
+        {
+            let mut latest = self
+                .latest
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if seq > *latest {
+                *latest = seq;
+                self.moved.notify_all();
+            }
+        }
         for (watch, latest) in [(&self.seq, seq), (&self.event, event)] {
             watch.send_if_modified(|current| {
                 let newer = latest > *current;
@@ -383,11 +422,15 @@ impl Database {
             conflicts: crate::engine::audit::ConflictLog::default(),
             events: crate::engine::audit::EventLog::default(),
             history: crate::schema::SchemaHistory::default(),
+            mode: state::WriteMode::Local,
+            captured: None,
+            events_muted: false,
         };
         Ok(Database {
             state: Arc::new(RwLock::new(state)),
             journal: Arc::new(OnceLock::new()),
             watches: Arc::new(Watches::new()),
+            sequencing: Arc::new(OnceLock::new()),
         })
     }
 

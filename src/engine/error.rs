@@ -199,6 +199,11 @@ pub enum WriteError {
     /// Reads go on; writes resume by themselves once the disk takes them again.
     #[error("{reason}")]
     Storage { reason: String },
+    /// A cluster node could not put the write on the cluster's stream (or did
+    /// not see it come back in time). Nothing was stored by this call; the
+    /// write may be tried again, on this node or another.
+    #[error("{reason}")]
+    Unavailable { reason: String },
     #[error(
         "table `{table}`, record `{record}`, field `{field}`: a value from schema version {version} has no form in the current version: {problem}"
     )]
@@ -287,6 +292,7 @@ impl WriteError {
             WriteError::MemoryLimit { .. } => "memory_limit",
             WriteError::ClockSkew { .. } => "clock_skew",
             WriteError::Storage { .. } => "storage_unavailable",
+            WriteError::Unavailable { .. } => "cluster_unavailable",
             WriteError::ConflictClosed { .. } => "conflict_closed",
             WriteError::Untranslatable { .. } => "untranslatable",
             WriteError::Version(error) => error.code(),

@@ -17,7 +17,7 @@ use crate::engine::{
     Database, Deferral, EngineError, Filter, FilterOp, FullAccess, OperatorShape, RowAccess,
     ScanRequest, ScannedRecord, SystemClock, TableScope, WallClock,
 };
-use crate::power::PowerProfile;
+use crate::power::{PowerProfile, ServePlan};
 use crate::schema::{Fields, Lens, TableSchema};
 use crate::storage::StorageError;
 use crate::storage::entry::Entry;
@@ -29,6 +29,10 @@ use crate::sync::message::{
 use crate::sync::session::{SavedSession, SessionInfo, Sessions};
 use crate::sync::wait::{LongPoll, long_poll_wait};
 use crate::sync::wire::{self, MessageKind, WireError};
+
+/// How long a cluster node that has applied less of the stream than a
+/// device's cursor shows waits to catch up before it answers with nothing.
+const CLUSTER_CATCH_UP: Duration = Duration::from_secs(2);
 
 /// A request the server refuses as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -394,17 +398,27 @@ impl SyncServer {
             .zip(&views)
             .map(|(scope, (view, current))| table_scope(scope, view, current))
             .collect::<Result<_, _>>()?;
-        let latest = db.latest_seq();
-        if request.cursor > latest {
-            return Err(SyncError::CursorAhead {
-                cursor: request.cursor,
-                latest,
-            });
-        }
-        let base = request.base.unwrap_or(request.cursor).min(request.cursor);
         // A device that states no profile is served by the server's own bounds.
         let profile = reported_profile(request.profile.as_deref(), request.network.as_deref())?;
         let plan = profile.map(|profile| self.inner.config.power.plan(profile));
+        let latest = db.latest_seq();
+        if request.cursor > latest {
+            if !db.is_clustered() {
+                return Err(SyncError::CursorAhead {
+                    cursor: request.cursor,
+                    latest,
+                });
+            }
+            // A cursor from another node of the cluster, which has applied
+            // more of the stream than this one: wait for this node to catch
+            // up; if it does not in time, the device has nothing to fetch here
+            // yet and keeps its cursor.
+            if !db.wait_for_seq(request.cursor, CLUSTER_CATCH_UP) {
+                debug!(device = %request.device, cursor = request.cursor, latest = db.latest_seq(), "cluster node behind the device's cursor: nothing to send yet");
+                return Ok(self.nothing_yet(request, plan.as_ref()));
+            }
+        }
+        let base = request.base.unwrap_or(request.cursor).min(request.cursor);
         self.note_pull(request, base, profile);
         let fetch: Vec<(usize, String)> = request
             .fetch
@@ -518,6 +532,36 @@ impl SyncServer {
         })
     }
 
+    /// An empty batch that leaves the device at its cursor: a cluster node
+    /// behind the device has nothing to send it yet.
+    fn nothing_yet(&self, request: &PullRequest, plan: Option<&ServePlan>) -> EncodedBatch {
+        let body = BatchBody {
+            from: request.cursor,
+            next: request.cursor,
+            more: false,
+            base: request.cursor,
+            catch_up: false,
+            tables: Vec::new(),
+            deferred: Vec::new(),
+            hint: plan.map(|plan| SyncHint {
+                mode: plan.profile.power.name().to_owned(),
+                next_sync_ms: millis(plan.next_sync),
+                long_poll_ms: millis(plan.long_poll),
+            }),
+        };
+        let (message, checksum) = batch::seal_batch(&body);
+        self.note_served(&request.device, request.cursor, checksum);
+        EncodedBatch {
+            message,
+            checksum,
+            records: 0,
+            next_cursor: request.cursor,
+            has_more: false,
+            deferred: 0,
+            long_poll: plan.map(|plan| plan.long_poll),
+        }
+    }
+
     /// Applies pushed operations, each on its own: one refused operation does not
     /// stop the others.
     ///
@@ -599,8 +643,11 @@ impl SyncServer {
         if request.device.is_empty() {
             return Err(SyncError::NoDevice);
         }
-        let latest = self.inner.db.latest_seq();
-        if request.cursor > latest {
+        let db = &self.inner.db;
+        let latest = db.latest_seq();
+        if request.cursor > latest
+            && !(db.is_clustered() && db.wait_for_seq(request.cursor, CLUSTER_CATCH_UP))
+        {
             return Err(SyncError::CursorAhead {
                 cursor: request.cursor,
                 latest,

@@ -66,7 +66,8 @@ pub(crate) fn routes(
 /// The server is up.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct Health {
-    /// `ok`, or `degraded` while the data directory refuses writes (reads
+    /// `ok`, or `degraded` while a cluster node has lost its NATS
+    /// connection (writes are refused with 503), or while the data directory refuses writes (reads
     /// go on; writes resume by themselves).
     status: &'static str,
     version: &'static str,
@@ -78,6 +79,11 @@ pub(crate) struct Health {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     storage: Option<crate::storage::StorageStatus>,
+    /// On a cluster node: its peers, the stream's position, the position
+    /// this node applied and its lag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    cluster: Option<serde_json::Value>,
 }
 
 /// Liveness and version. Needs no credential.
@@ -85,7 +91,16 @@ pub(crate) struct Health {
     responses((status = 200, description = "The server is up", body = Health)))]
 pub(crate) async fn health(state: AppState) -> Result<Response, Problem> {
     let storage = state.store().map(crate::storage::Store::status);
-    let healthy = storage.as_ref().is_none_or(|storage| storage.healthy);
+    #[cfg_attr(not(feature = "cluster"), allow(unused_mut))]
+    let mut healthy = storage.as_ref().is_none_or(|storage| storage.healthy);
+    #[cfg(feature = "cluster")]
+    let cluster = state.cluster().map(|cluster| {
+        let status = cluster.status();
+        healthy &= status.connected;
+        serde_json::to_value(status).unwrap_or_default()
+    });
+    #[cfg(not(feature = "cluster"))]
+    let cluster = None;
     Ok(json(
         StatusCode::OK,
         &Health {
@@ -94,6 +109,7 @@ pub(crate) async fn health(state: AppState) -> Result<Response, Problem> {
             uptime_secs: state.uptime().as_secs(),
             latest_seq: state.database().latest_seq(),
             storage,
+            cluster,
         },
     ))
 }

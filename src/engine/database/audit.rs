@@ -264,6 +264,9 @@ impl State {
         table: Option<String>,
         data: serde_json::Value,
     ) {
+        if self.events_muted {
+            return;
+        }
         let event = self.events.push(now, kind, table, data);
         if let Some(journal) = &self.journal {
             let lsn = journal.append(&Entry::Event(Cow::Borrowed(event)).encode(), None);
@@ -443,8 +446,17 @@ impl Database {
         access: &dyn RowAccess,
     ) -> Result<ConflictRecord, EngineError> {
         // The check and the write under one lock: of two resolves at once,
-        // the second finds the conflict closed.
-        self.commit(false, |state| {
+        // the second finds the conflict closed. On a cluster node the write
+        // closes the conflict when it comes back from the stream.
+        let record = self
+            .read()
+            .conflicts
+            .get(id)
+            .map(|conflict| (conflict.table.clone(), conflict.record.clone()));
+        let turn = record
+            .as_ref()
+            .map(|(table, record)| (table.as_str(), record.as_str()));
+        let resolved = self.commit_write(false, turn, |state| {
             let conflict = state
                 .conflicts
                 .get(id)
@@ -468,11 +480,15 @@ impl Database {
                 guard,
             )?;
             let closed = state.conflicts.get(id).cloned().unwrap_or(conflict);
-            if closed.resolution.is_none() {
+            if closed.resolution.is_none() && state.mode == super::state::WriteMode::Local {
                 warn!(id, "a resolving write left the conflict open");
             }
             Ok(closed)
-        })
+        })?;
+        if self.is_clustered() {
+            return Ok(self.read().conflicts.get(id).cloned().unwrap_or(resolved));
+        }
+        Ok(resolved)
     }
 
     /// Changes a table's policies at run time. The change is durable, and every
@@ -482,13 +498,20 @@ impl Database {
     /// # Errors
     ///
     /// [`SchemaError::BadPolicy`] for an unknown field or custom policy;
-    /// nothing changes then.
+    /// nothing changes then. [`WriteError::Unavailable`] on a cluster node:
+    /// the changes it writes would be made apart on each node; set policies
+    /// in the schema, on every node, instead.
     pub fn set_policies(
         &self,
         table: &str,
         change: PolicyChange,
         origin: &ClientId,
     ) -> Result<PolicyOutcome, EngineError> {
+        if self.is_clustered() {
+            return Err(EngineError::Write(WriteError::Unavailable {
+                reason: "policies cannot change at run time on a cluster node: set them in the table's schema on every node".to_owned(),
+            }));
+        }
         self.commit(false, |state| state.set_policies(table, change, origin))
     }
 

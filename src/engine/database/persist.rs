@@ -370,7 +370,7 @@ fn shared_with_record(tables: &[Table], entry: &LogEntry) -> bool {
         })
 }
 
-fn storage_error(error: StorageError) -> EngineError {
+pub(super) fn storage_error(error: StorageError) -> EngineError {
     error.into()
 }
 

@@ -53,6 +53,38 @@ pub(super) struct State {
     pub(super) events: EventLog,
     /// Every schema version apps may state.
     pub(super) history: SchemaHistory,
+    /// How writes land: stored, captured for a cluster's stream, or applied
+    /// from it (see `sequence.rs`).
+    pub(super) mode: WriteMode,
+    /// What a write in [`WriteMode::Capture`] produced instead of storing it.
+    pub(super) captured: Option<Captured>,
+    /// No webhook events are made while set: a cluster node applying another
+    /// node's write leaves its events to that node, so each fires once.
+    pub(super) events_muted: bool,
+}
+
+/// How the write path treats a write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) enum WriteMode {
+    /// Stored at once: a single node.
+    #[default]
+    Local,
+    /// Checked and made, then handed over instead of stored: the change goes
+    /// to the cluster's stream first, and is stored when it comes back.
+    Capture,
+    /// A change from the stream, already checked by the node that took it:
+    /// applied whatever this node's clock or memory say, so that every node
+    /// applies the stream alike.
+    Apply,
+}
+
+/// A write's changes, made and checked but not stored.
+#[derive(Clone, Debug)]
+pub(super) struct Captured {
+    pub(super) table: String,
+    pub(super) id: String,
+    pub(super) origin: ClientId,
+    pub(super) changes: Vec<Chunk>,
 }
 
 /// Per-slot bookkeeping beyond the row and chunk bytes.
@@ -129,6 +161,9 @@ impl State {
     /// Makes room for a write of about `needed` bytes: trims what may be trimmed,
     /// then refuses if that is not enough. Accepted data is never evicted.
     fn ensure_memory(&mut self, needed: usize) -> Result<(), WriteError> {
+        if self.mode == WriteMode::Apply {
+            return Ok(());
+        }
         let limit = self.config.max_memory_bytes;
         if self.memory().total + needed <= limit {
             return Ok(());
@@ -400,6 +435,14 @@ impl State {
         changes: &[Change],
     ) -> Result<(), WriteError> {
         let now = self.wall.now_ms();
+        if self.mode == WriteMode::Apply {
+            // Checked by the node that took the write; this node's clock
+            // must not make it refuse what the others apply.
+            for meta in changes.iter().filter_map(StampMeta::of_change) {
+                let _ = self.clock.observe(meta.stamp, now);
+            }
+            return Ok(());
+        }
         let stamps = refuse_skewed(&self.clock, now, table, id, changes)?;
         for stamp in stamps {
             // Within the skew bound by the check above.
@@ -527,6 +570,17 @@ impl State {
                 bytes: before + added,
                 limit,
             });
+        }
+        if self.mode == WriteMode::Capture {
+            // Handed to the cluster's stream instead: the document made here
+            // is dropped, and the change is stored when it comes back.
+            self.captured = Some(Captured {
+                table: self.tables[usize::from(table_id)].name().to_owned(),
+                id: id.to_owned(),
+                origin: origin.clone(),
+                changes: update.logged.into_iter().map(|(bytes, _)| bytes).collect(),
+            });
+            return Ok(Vec::new());
         }
         let slot = match slot {
             Some(slot) => slot,

@@ -1,0 +1,354 @@
+//! Writes in a cluster: made and checked on the node that takes them, ordered
+//! by a shared stream, and stored by every node (this one included) when they
+//! come back from it.
+//!
+//! Every node applies the same stream in the same order and a change gets its
+//! sequence number only when it is applied, so sequence numbers, and with them
+//! cursors, mean the same on every node. The engine knows nothing of the
+//! stream itself: a [`Sequencer`] (`crate::cluster`) carries the changes.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use mobilesyncdb_crdt::{Change, ClientId};
+use tracing::warn;
+
+use super::state::{Captured, State, WriteMode};
+use super::{Database, FullAccess, MergeOutcome, PatchOutcome, WriteOutcome, storage_error};
+use crate::engine::error::{EngineError, WriteError};
+use crate::storage::entry::Entry;
+
+/// The durable setting that holds the last stream position this node applied.
+pub const STREAM_POSITION_SETTING: &str = "cluster.stream_position";
+
+/// A write's changes on their way through the stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SequencedWrite {
+    pub table: String,
+    pub id: String,
+    /// Who made the write (the device or user): recorded with its changes.
+    pub origin: ClientId,
+    /// Automerge change chunks, in order.
+    pub changes: Vec<Vec<u8>>,
+}
+
+/// A write read back from the stream, at its position.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamWrite {
+    pub position: u64,
+    /// Whether this node took the write: only that node makes its webhook
+    /// events, so each event fires once in the cluster.
+    pub own: bool,
+    pub write: SequencedWrite,
+}
+
+/// Carries writes through the cluster's stream.
+pub trait Sequencer: Send + Sync + std::fmt::Debug {
+    /// Puts `write` on the stream and blocks until this node has applied it,
+    /// giving what the apply did; or, when the cluster acknowledges writes
+    /// locally, returns `None` as soon as the write is handed to the
+    /// connection. `held` keeps the record's turn until the write is applied.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError::Unavailable`] when the stream could not take the write
+    /// (nothing was applied anywhere), or the apply's own refusal.
+    fn sequence(
+        &self,
+        write: SequencedWrite,
+        held: Held,
+    ) -> Result<Option<MergeOutcome>, EngineError>;
+}
+
+/// A write's outcome, corrected by what the apply from the stream did.
+pub(super) trait Sequenced {
+    fn applied(self, applied: Option<&MergeOutcome>) -> Self;
+}
+
+impl Sequenced for WriteOutcome {
+    fn applied(mut self, applied: Option<&MergeOutcome>) -> Self {
+        self.seq = applied.and_then(|applied| applied.seqs.first().copied());
+        self
+    }
+}
+
+impl Sequenced for PatchOutcome {
+    fn applied(mut self, applied: Option<&MergeOutcome>) -> Self {
+        self.write = self.write.applied(applied);
+        if let Some(applied) = applied {
+            self.causality = applied.causality;
+            self.conflicted_fields
+                .clone_from(&applied.conflicted_fields);
+        }
+        self
+    }
+}
+
+/// A resolved conflict is read again once its write is applied.
+impl Sequenced for crate::engine::audit::ConflictRecord {
+    fn applied(self, _applied: Option<&MergeOutcome>) -> Self {
+        self
+    }
+}
+
+impl Sequenced for MergeOutcome {
+    fn applied(self, applied: Option<&MergeOutcome>) -> Self {
+        match applied {
+            Some(applied) => applied.clone(),
+            None => MergeOutcome {
+                seqs: Vec::new(),
+                ..self
+            },
+        }
+    }
+}
+
+/// The records with a write of this node on its way through the stream: a
+/// second write to one waits its turn, so the node's own changes to a record
+/// form one line (its automerge actor never makes two changes with the same
+/// number).
+#[derive(Debug, Default)]
+pub(super) struct Turns {
+    held: Mutex<HashSet<(String, String)>>,
+    released: Condvar,
+}
+
+impl Turns {
+    fn lock(&self) -> MutexGuard<'_, HashSet<(String, String)>> {
+        self.held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits until no write of this node to the record is in flight, then
+    /// takes the record's turn.
+    fn take(self: &Arc<Self>, table: &str, id: &str) -> Held {
+        let key = (table.to_owned(), id.to_owned());
+        let mut held = self.lock();
+        while held.contains(&key) {
+            held = self
+                .released
+                .wait(held)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        held.insert(key.clone());
+        Held {
+            turns: Some(Arc::clone(self)),
+            key,
+        }
+    }
+}
+
+/// A record's turn, given back when dropped.
+#[derive(Debug)]
+pub struct Held {
+    turns: Option<Arc<Turns>>,
+    key: (String, String),
+}
+
+impl Held {
+    /// A turn that holds nothing: for writes that need no turn.
+    pub fn none() -> Held {
+        Held {
+            turns: None,
+            key: (String::new(), String::new()),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(turns) = self.turns.take() {
+            turns.lock().remove(&self.key);
+            turns.released.notify_all();
+        }
+    }
+}
+
+/// The cluster side of a database: its sequencer and the records' turns.
+#[derive(Debug)]
+pub(super) struct Sequencing {
+    sequencer: Arc<dyn Sequencer>,
+    turns: Arc<Turns>,
+}
+
+impl Database {
+    /// Makes this database a cluster node: from now on every record write is
+    /// handed to `sequencer` and stored only when it comes back from the
+    /// stream ([`Database::apply_stream`]). Set once.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError::Unavailable`] when a sequencer is already attached.
+    pub fn attach_sequencer(&self, sequencer: Arc<dyn Sequencer>) -> Result<(), EngineError> {
+        self.sequencing
+            .set(Sequencing {
+                sequencer,
+                turns: Arc::default(),
+            })
+            .map_err(|_| {
+                EngineError::Write(WriteError::Unavailable {
+                    reason: "this database is already a cluster node".to_owned(),
+                })
+            })
+    }
+
+    /// Whether writes go through a cluster's stream.
+    pub fn is_clustered(&self) -> bool {
+        self.sequencing.get().is_some()
+    }
+
+    /// The last stream position this node applied (0 before the first).
+    pub fn stream_position(&self) -> u64 {
+        self.read()
+            .settings
+            .get(STREAM_POSITION_SETTING)
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Runs a record write. On a cluster node the write is made and checked
+    /// here, then put on the stream; the outcome is the one its apply from the
+    /// stream gave. `record` names the record when the caller knows it, so
+    /// that a second write of this node to it waits for the first.
+    pub(super) fn commit_write<T: Sequenced, E: Into<EngineError>>(
+        &self,
+        defer: bool,
+        record: Option<(&str, &str)>,
+        write: impl FnOnce(&mut State) -> Result<T, E>,
+    ) -> Result<T, EngineError> {
+        let Some(sequencing) = self.sequencing.get() else {
+            return self.commit(defer, write);
+        };
+        let held = match record {
+            Some((table, id)) => sequencing.turns.take(table, id),
+            None => Held::none(),
+        };
+        let (result, captured) = {
+            let mut state = self.write();
+            state.mode = WriteMode::Capture;
+            let result = write(&mut state);
+            state.mode = WriteMode::Local;
+            (result, state.captured.take())
+        };
+        let outcome = result.map_err(Into::into)?;
+        let Some(Captured {
+            table,
+            id,
+            origin,
+            changes,
+        }) = captured
+        else {
+            // The write changed nothing: there is nothing to order.
+            return Ok(outcome);
+        };
+        let write = SequencedWrite {
+            table,
+            id,
+            origin,
+            changes: changes.iter().map(|chunk| chunk.to_vec()).collect(),
+        };
+        let applied = sequencing.sequencer.sequence(write, held)?;
+        Ok(outcome.applied(applied.as_ref()))
+    }
+
+    /// Puts changes that were made elsewhere back on the stream, unchecked:
+    /// anti-entropy's repair of changes the stream lost. Nodes that have
+    /// them find them duplicates.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError::Unavailable`] when this is no cluster node or the stream
+    /// could not take the changes.
+    pub fn republish(&self, write: SequencedWrite) -> Result<Option<MergeOutcome>, EngineError> {
+        let Some(sequencing) = self.sequencing.get() else {
+            return Err(EngineError::Write(WriteError::Unavailable {
+                reason: "this database is no cluster node".to_owned(),
+            }));
+        };
+        sequencing.sequencer.sequence(write, Held::none())
+    }
+
+    /// Applies writes read from the stream, in order, under one lock: each as
+    /// a merge of its changes, with the node's clock and memory bounds out of
+    /// the way (the node that took the write checked them), then records the
+    /// last position, and waits until all of it is durable. Gives each write's
+    /// outcome: a refusal here is the same on every node.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError::Storage`] when the journal failed: the caller must stop
+    /// applying, and read the stream again from [`Database::stream_position`].
+    pub fn apply_stream(
+        &self,
+        batch: &[StreamWrite],
+    ) -> Result<Vec<Result<MergeOutcome, EngineError>>, EngineError> {
+        let Some(last) = batch.last().map(|write| write.position) else {
+            return Ok(Vec::new());
+        };
+        let journal = self.journal.get();
+        if let Some(journal) = journal {
+            journal.check_healthy().map_err(storage_error)?;
+        }
+        let (outcomes, lsn, latest) = {
+            let mut state = self.write();
+            state.mode = WriteMode::Apply;
+            let outcomes: Vec<_> = batch
+                .iter()
+                .map(|stream| apply_one(&mut state, stream))
+                .collect();
+            state.mode = WriteMode::Local;
+            let value = last.to_string();
+            if let Some(journal) = &state.journal {
+                let entry = Entry::Setting {
+                    key: Cow::Borrowed(STREAM_POSITION_SETTING),
+                    value: Some(Cow::Borrowed(&value)),
+                };
+                state.pending_lsn = Some(journal.append(&entry.encode(), None));
+            }
+            state
+                .settings
+                .insert(STREAM_POSITION_SETTING.to_owned(), value);
+            let latest = (state.log.latest_seq(), state.events.latest_id());
+            (outcomes, state.pending_lsn.take(), latest)
+        };
+        if let (Some(journal), Some(lsn)) = (journal, lsn) {
+            journal.wait(lsn).map_err(storage_error)?;
+        }
+        self.watches.announce(latest.0, latest.1);
+        Ok(outcomes)
+    }
+
+    /// Blocks until this node has applied up to sequence number `seq`, or
+    /// `timeout` passes; whether it has.
+    pub fn wait_for_seq(&self, seq: u64, timeout: std::time::Duration) -> bool {
+        self.watches.wait_for(seq, timeout)
+    }
+}
+
+fn apply_one(state: &mut State, stream: &StreamWrite) -> Result<MergeOutcome, EngineError> {
+    let write = &stream.write;
+    let changes = write
+        .changes
+        .iter()
+        .map(|bytes| Change::from_bytes(bytes.clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| {
+            EngineError::Write(WriteError::Unavailable {
+                reason: format!(
+                    "stream position {} holds a change that is not valid automerge: {error}",
+                    stream.position
+                ),
+            })
+        })?;
+    state.events_muted = !stream.own;
+    let outcome = state
+        .merge_changes(&write.table, &write.id, changes, &write.origin, &FullAccess)
+        .map_err(EngineError::from);
+    state.events_muted = false;
+    if let Err(error) = &outcome {
+        warn!(position = stream.position, table = %write.table, record = %write.id, %error, "a write from the stream was refused on every node");
+    }
+    outcome
+}
