@@ -380,3 +380,72 @@ async fn stopping_and_restarting_nats_loses_nothing_acknowledged() {
     assert_has_acked(&records, &acked);
     drop(cluster.scratch);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anti_entropy_puts_back_what_the_stream_lost() {
+    let mut cluster =
+        Cluster::start_with("repair", 2, false, &["cluster.anti_entropy_secs=0"]).await;
+    let (a, b) = (cluster.nodes[0].clone(), cluster.nodes[1].clone());
+    for i in 0..10 {
+        assert!(insert(&a, &format!("r{i}"), i).await);
+    }
+    wait_converged(&cluster.nodes, CONVERGE).await;
+    // node1 goes away; node0 takes five writes, which the stream then loses.
+    if let Some(mut process) = cluster.processes[1].take() {
+        process.kill();
+    }
+    for i in 10..15 {
+        assert!(insert(&a, &format!("r{i}"), i).await);
+    }
+    let client = async_nats::connect(cluster.nats.url()).await.expect("NATS");
+    let js = async_nats::jetstream::new(client);
+    let stream = js
+        .get_stream(format!("T{}", std::process::id()))
+        .await
+        .expect("the stream");
+    for position in 11..=15 {
+        stream
+            .delete_message(position)
+            .await
+            .expect("delete a message");
+    }
+    // node1 comes back in memory and replays the stream: it lacks the five.
+    let mut process = cluster.specs[1].spawn();
+    wait_until_up(&mut process, &b).await;
+    create_notes(&b).await;
+    cluster.processes[1] = Some(process);
+    let started = std::time::Instant::now();
+    while b
+        .health()
+        .await
+        .and_then(|health| health["cluster"]["lag"].as_u64())
+        != Some(0)
+    {
+        assert!(started.elapsed() < CONVERGE, "node1 did not catch up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let missing = b
+        .send(Method::GET, "/v1/tables/notes/records/r12", None)
+        .await
+        .expect("read");
+    assert_eq!(missing.status, 404, "the stream still had the write");
+    // Wait until node1 hears node0, then repair.
+    while b.health().await.is_none_or(|health| {
+        health["cluster"]["peers"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+    }) {
+        assert!(started.elapsed() < CONVERGE, "node1 never heard node0");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let report = b.must(Method::POST, "/v1/cluster/repair", None).await;
+    assert_eq!(report["repaired"], json!(5), "{report}");
+    assert_eq!(report["compared"], json!(15), "{report}");
+    let records = cluster.assert_identical().await;
+    let acked: BTreeMap<String, i64> = (0..15).map(|i| (format!("r{i}"), i)).collect();
+    assert_has_acked(&records, &acked);
+    // A second pass finds nothing to do.
+    let again = b.must(Method::POST, "/v1/cluster/repair", None).await;
+    assert_eq!(again["repaired"], json!(0), "{again}");
+    drop(cluster.scratch);
+}

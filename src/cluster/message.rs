@@ -61,16 +61,23 @@ impl WireWrite {
     }
 }
 
+/// The origin of changes anti-entropy puts back on the stream.
+pub(crate) const REPAIR_ORIGIN: &str = "anti-entropy";
+
 /// The message id of a write: its last change's hash, so that the stream
 /// stores a write published twice (a retry, or the same changes pushed to
-/// two nodes) once within its duplicate window.
-pub(crate) fn message_id(write: &SequencedWrite) -> String {
+/// two nodes) once within its duplicate window. A repair has none: the
+/// stream may remember the id of the very message that was lost.
+pub(crate) fn message_id(write: &SequencedWrite) -> Option<String> {
+    if write.origin.as_str() == REPAIR_ORIGIN {
+        return None;
+    }
     let hash = write
         .changes
         .last()
         .and_then(|bytes| Change::from_bytes(bytes.clone()).ok())
         .map(|change| change.hash().to_string());
-    hash.unwrap_or_else(|| format!("{}/{}", write.table, write.id))
+    Some(hash.unwrap_or_else(|| format!("{}/{}", write.table, write.id)))
 }
 
 #[cfg(test)]
@@ -99,8 +106,13 @@ mod tests {
         };
         let body = WireWrite::encode(&write);
         assert_eq!(WireWrite::decode(&body), Ok(write.clone()));
-        let id = message_id(&write);
+        let id = message_id(&write).unwrap_or_default();
         assert_eq!(id.len(), 64, "a change hash in hex: {id}");
+        let repair = SequencedWrite {
+            origin: ClientId::from(REPAIR_ORIGIN),
+            ..write
+        };
+        assert_eq!(message_id(&repair), None);
     }
 
     #[test]

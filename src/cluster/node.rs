@@ -418,10 +418,12 @@ impl Sequencer for NatsSequencer {
 async fn publish(shared: Arc<Shared>, mut requests: mpsc::UnboundedReceiver<Publish>) {
     while let Some(request) = requests.recv().await {
         let id = message_id(&request.write);
-        let message = jetstream::message::PublishMessage::build()
+        let mut message = jetstream::message::PublishMessage::build()
             .payload(WireWrite::encode(&request.write).into())
-            .message_id(&id)
             .header(NODE_HEADER, shared.node.as_str());
+        if let Some(id) = &id {
+            message = message.message_id(id);
+        }
         let sent = shared
             .js
             .send_publish(shared.subject.clone(), message)
@@ -437,7 +439,7 @@ async fn publish(shared: Arc<Shared>, mut requests: mpsc::UnboundedReceiver<Publ
                 Ok(ack) => {
                     shared.published.fetch_add(1, Ordering::Relaxed);
                     if ack.duplicate {
-                        debug!(position = ack.sequence, id = %id, "the stream had this write already");
+                        debug!(position = ack.sequence, id = ?id, "the stream had this write already");
                     }
                     Ok(ack.sequence)
                 }
@@ -550,11 +552,10 @@ async fn apply_from(
                 write,
             });
         }
-        let Some(last) = writes.last().map(|write| write.position) else {
+        if writes.is_empty() {
             continue;
-        };
+        }
         let db = shared.db.clone();
-        let count = writes.len();
         let (writes, outcomes) = tokio::task::spawn_blocking(move || {
             let outcomes = db.apply_stream(&writes);
             (writes, outcomes)
@@ -563,6 +564,11 @@ async fn apply_from(
         .map_err(|error| format!("applying writes failed: {error}"))?;
         let outcomes =
             outcomes.map_err(|error| format!("storing applied writes failed: {error}"))?;
+        let count = outcomes.len();
+        let held_back = writes.get(count).map(|write| write.write.table.clone());
+        let last = writes[..count]
+            .last()
+            .map_or(applied, |write| write.position);
         let own = writes
             .iter()
             .zip(outcomes)
@@ -574,6 +580,12 @@ async fn apply_from(
             .applied_count
             .fetch_add(count as u64, Ordering::Relaxed);
         shared.stream_position.fetch_max(last, Ordering::Relaxed);
+        if let Some(table) = held_back {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return Err(format!(
+                "holding back writes to table `{table}`, which this node does not have: create it here"
+            ));
+        }
         shared.clear_error();
     }
 }
@@ -601,13 +613,49 @@ async fn heartbeat(shared: Arc<Shared>) {
         match shared.js.get_stream(&shared.config.stream).await {
             Ok(mut stream) => {
                 if let Ok(info) = stream.info().await {
-                    shared
-                        .stream_position
-                        .fetch_max(info.state.last_sequence, Ordering::Relaxed);
+                    let last = info.state.last_sequence;
+                    shared.stream_position.fetch_max(last, Ordering::Relaxed);
+                    skip_lost(&shared, &stream, last).await;
                 }
             }
             Err(error) => shared.note_error(format!("cannot read the stream's state: {error}")),
         }
+    }
+}
+
+/// Moves the applied position over writes the stream no longer holds, when
+/// nothing after them is left to apply (the applier steps over gaps between
+/// messages by itself; a gap at the end leaves it waiting).
+async fn skip_lost(shared: &Arc<Shared>, stream: &stream::Stream, last: u64) {
+    let applied = shared.progress.applied();
+    if last <= applied {
+        return;
+    }
+    // Only a bounded look: a long run of lost writes is stepped over in parts.
+    let mut gap_end = applied;
+    for position in applied + 1..=last.min(applied + 1_000) {
+        match stream.get_raw_message(position).await {
+            Ok(_) => break,
+            Err(error)
+                if error.kind()
+                    == async_nats::jetstream::stream::RawMessageErrorKind::NoMessageFound =>
+            {
+                gap_end = position;
+            }
+            Err(_) => break,
+        }
+    }
+    if gap_end == applied || shared.progress.applied() != applied {
+        return;
+    }
+    let db = shared.db.clone();
+    let skipped = tokio::task::spawn_blocking(move || db.skip_stream_to(gap_end)).await;
+    if let Ok(Ok(())) = skipped {
+        shared.progress.record(gap_end, Vec::new(), false);
+        shared.note_error(format!(
+            "stream positions {}..={gap_end} are no longer on the stream; anti-entropy repairs their records",
+            applied + 1
+        ));
     }
 }
 

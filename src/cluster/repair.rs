@@ -285,7 +285,7 @@ async fn sync_record(
         db.republish(SequencedWrite {
             table,
             id,
-            origin: mobilesyncdb_crdt::ClientId::from("anti-entropy"),
+            origin: mobilesyncdb_crdt::ClientId::from(super::message::REPAIR_ORIGIN),
             changes,
         })
         .map_err(|error| error.to_string())?;

@@ -274,7 +274,10 @@ impl Database {
     /// a merge of its changes, with the node's clock and memory bounds out of
     /// the way (the node that took the write checked them), then records the
     /// last position, and waits until all of it is durable. Gives each write's
-    /// outcome: a refusal here is the same on every node.
+    /// outcome: a refusal here is the same on every node. A write to a table
+    /// this node does not have yet (tables are created on each node) stops
+    /// the batch before it: the outcomes are then fewer than the writes, and
+    /// the rest is applied once the table exists.
     ///
     /// # Errors
     ///
@@ -284,9 +287,9 @@ impl Database {
         &self,
         batch: &[StreamWrite],
     ) -> Result<Vec<Result<MergeOutcome, EngineError>>, EngineError> {
-        let Some(last) = batch.last().map(|write| write.position) else {
+        if batch.is_empty() {
             return Ok(Vec::new());
-        };
+        }
         let journal = self.journal.get();
         if let Some(journal) = journal {
             journal.check_healthy().map_err(storage_error)?;
@@ -294,11 +297,19 @@ impl Database {
         let (outcomes, lsn, latest) = {
             let mut state = self.write();
             state.mode = WriteMode::Apply;
-            let outcomes: Vec<_> = batch
-                .iter()
-                .map(|stream| apply_one(&mut state, stream))
-                .collect();
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for stream in batch {
+                let table = &stream.write.table;
+                if !table.is_empty() && !state.table_ids.contains_key(table) {
+                    warn!(position = stream.position, table = %table, "a write from the stream is for a table this node does not have yet: holding it back until the table is created");
+                    break;
+                }
+                outcomes.push(apply_one(&mut state, stream));
+            }
             state.mode = WriteMode::Local;
+            let Some(last) = batch[..outcomes.len()].last().map(|write| write.position) else {
+                return Ok(Vec::new());
+            };
             let value = last.to_string();
             if let Some(journal) = &state.journal {
                 let entry = Entry::Setting {
@@ -318,6 +329,43 @@ impl Database {
         }
         self.watches.announce(latest.0, latest.1);
         Ok(outcomes)
+    }
+
+    /// Moves this node's stream position past `to`, when the stream no longer
+    /// holds the writes between (removed by its age limit, or lost): they
+    /// cannot be applied, and anti-entropy repairs their records. Never moves
+    /// the position back.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError::Storage`] when the journal failed.
+    pub fn skip_stream_to(&self, to: u64) -> Result<(), EngineError> {
+        if self.stream_position() >= to {
+            return Ok(());
+        }
+        self.commit(false, |state| {
+            let current = state
+                .settings
+                .get(STREAM_POSITION_SETTING)
+                .and_then(|value| value.parse::<u64>().ok())
+                .unwrap_or(0);
+            if current >= to {
+                return Ok::<(), EngineError>(());
+            }
+            warn!(from = current + 1, to, "stream positions no longer on the stream: skipped; anti-entropy repairs their records");
+            let value = to.to_string();
+            if let Some(journal) = &state.journal {
+                let entry = Entry::Setting {
+                    key: Cow::Borrowed(STREAM_POSITION_SETTING),
+                    value: Some(Cow::Borrowed(&value)),
+                };
+                state.pending_lsn = Some(journal.append(&entry.encode(), None));
+            }
+            state
+                .settings
+                .insert(STREAM_POSITION_SETTING.to_owned(), value);
+            Ok(())
+        })
     }
 
     /// Blocks until this node has applied up to sequence number `seq`, or

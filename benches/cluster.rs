@@ -1,0 +1,257 @@
+//! The cost of running as a cluster: write throughput of one node on its own
+//! and of three cluster nodes with one nats-server (all on this machine,
+//! sharing its cores), the lag from a write's answer on one node to its
+//! apply on the others, and how long a new node takes to apply 100k writes.
+//!
+//! `cargo bench --bench cluster` (needs `nats-server` on the PATH).
+//! `CLUSTER_BENCH_WRITES` (default 20,000) writes per throughput run,
+//! `CLUSTER_BENCH_WRITERS` (default 64) writers at once,
+//! `CLUSTER_BENCH_CATCH_UP` (default 100,000) writes the new node applies.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{env_number, figure, ms};
+use mobilesyncdb::api::ServerHandle;
+use mobilesyncdb::config::Config;
+use mobilesyncdb::crdt::{ClientId, Value};
+use mobilesyncdb::engine::Database;
+use mobilesyncdb::schema::{FieldSpec, FieldType, Fields, TableSchema};
+
+const TABLE: &str = "notes";
+
+struct Nats {
+    child: Child,
+    dir: std::path::PathBuf,
+    url: String,
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
+fn start_nats() -> Nats {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("msdb-cluster-bench-{}", std::process::id()));
+    let child = Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
+        .arg("-sd")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nats-server (apt-get install -y nats-server)");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "nats-server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Nats {
+        child,
+        dir,
+        url: format!("nats://127.0.0.1:{port}"),
+    }
+}
+
+fn schema() -> TableSchema {
+    TableSchema::new(TABLE, "id")
+        .field(FieldSpec::new("body", FieldType::String))
+        .field(FieldSpec::new("n", FieldType::Integer))
+}
+
+async fn node(nats: Option<&str>, name: &str) -> ServerHandle {
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".parse().expect("address");
+    if let Some(url) = nats {
+        config.cluster.enabled = true;
+        config.cluster.nats_url = url.to_owned();
+        config.cluster.node = name.to_owned();
+        config.cluster.stream = "BENCH".to_owned();
+        config.cluster.anti_entropy_secs = 0;
+    }
+    let db = Database::new(config.engine.clone()).expect("engine");
+    db.create_table(schema()).expect("table");
+    mobilesyncdb::api::start_with(config, db)
+        .await
+        .expect("start a node")
+}
+
+fn note(id: &str, n: i64) -> Fields {
+    [
+        ("id".to_owned(), Value::from(id)),
+        (
+            "body".to_owned(),
+            Value::from(format!("note {id} with some text")),
+        ),
+        ("n".to_owned(), Value::from(n)),
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// `writes` inserts by `writers` writers at once, spread over the nodes'
+/// databases (each answered as a client's write is: on a cluster node once
+/// the stream has it and the node applied it); writes per second.
+async fn throughput(nodes: &[Database], prefix: &str, writes: u64, writers: u64) -> f64 {
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for writer in 0..writers {
+        let db = nodes[(writer as usize) % nodes.len()].clone();
+        let (next, prefix) = (Arc::clone(&next), prefix.to_owned());
+        tasks.push(tokio::task::spawn_blocking(move || {
+            let origin = ClientId::from(format!("writer-{writer}").as_str());
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= writes {
+                    return;
+                }
+                let id = format!("{prefix}{i}");
+                db.insert(TABLE, note(&id, i as i64), &origin)
+                    .expect("an insert");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("writer");
+    }
+    writes as f64 / started.elapsed().as_secs_f64()
+}
+
+fn percentile(mut values: Vec<Duration>, pct: f64) -> Duration {
+    values.sort_unstable();
+    let index = ((values.len() as f64 - 1.0) * pct / 100.0).round() as usize;
+    values[index]
+}
+
+fn main() {
+    let writes = env_number("CLUSTER_BENCH_WRITES", 20_000);
+    let writers = env_number("CLUSTER_BENCH_WRITERS", 64);
+    let catch_up = env_number("CLUSTER_BENCH_CATCH_UP", 100_000);
+    println!("cluster figures: {writes} writes, {writers} writers");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(writers as usize + 16)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        // One node on its own.
+        let single = node(None, "single").await;
+        let one = throughput(&[single.state().database().clone()], "s", writes, writers).await;
+        single.shutdown().await;
+        figure("cluster_writes_per_s_1_node", one, "writes/s");
+
+        // Three nodes and nats-server on the same cores.
+        let nats = start_nats();
+        let mut handles = Vec::new();
+        for index in 0..3 {
+            handles.push(node(Some(&nats.url), &format!("node{index}")).await);
+        }
+        let dbs: Vec<Database> = handles
+            .iter()
+            .map(|handle| handle.state().database().clone())
+            .collect();
+        let three = throughput(&dbs, "c", writes, writers).await;
+        figure("cluster_writes_per_s_3_nodes", three, "writes/s");
+        figure("cluster_3_nodes_over_1_node", three / one, "×");
+
+        // Lag: from a write's answer on node0 to its apply on node1 and node2.
+        let mut lags = Vec::new();
+        let origin = ClientId::from("lag");
+        for i in 0..2_000_i64 {
+            let (writer, others, origin) = (dbs[0].clone(), dbs[1..].to_vec(), origin.clone());
+            let lag = tokio::task::spawn_blocking(move || {
+                let seq = writer
+                    .insert(TABLE, note(&format!("lag{i}"), i), &origin)
+                    .expect("an insert")
+                    .seq
+                    .expect("a sequence number");
+                let answered = Instant::now();
+                for other in &others {
+                    assert!(
+                        other.wait_for_seq(seq, Duration::from_secs(10)),
+                        "not applied"
+                    );
+                }
+                answered.elapsed()
+            })
+            .await
+            .expect("lag sample");
+            lags.push(lag);
+        }
+        figure(
+            "cluster_replication_lag_ms_p50",
+            ms(percentile(lags.clone(), 50.0)),
+            "ms",
+        );
+        figure(
+            "cluster_replication_lag_ms_p99",
+            ms(percentile(lags, 99.0)),
+            "ms",
+        );
+
+        // Catch-up: fill the stream to `catch_up` writes, then start a new node.
+        let on_stream = handles[0]
+            .state()
+            .cluster()
+            .map_or(0, |cluster| cluster.status().stream_position);
+        if catch_up > on_stream {
+            throughput(&dbs, "f", catch_up - on_stream, writers).await;
+        }
+        let cluster = handles[0]
+            .state()
+            .cluster()
+            .cloned()
+            .expect("a cluster node");
+        assert!(cluster.caught_up(Duration::from_secs(60)).await);
+        let target = cluster.status().applied_position;
+        let started = Instant::now();
+        let late = node(Some(&nats.url), "late").await;
+        let late_cluster = late.state().cluster().cloned().expect("a cluster node");
+        while late_cluster.status().applied_position < target {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let took = started.elapsed();
+        assert_eq!(
+            late.state().database().latest_seq(),
+            dbs[0].latest_seq(),
+            "the new node applied the stream to another state"
+        );
+        println!("catch-up: {target} writes on the stream");
+        figure(
+            &format!("cluster_catch_up_ms_{}k_changes", target / 1000),
+            ms(took),
+            "ms",
+        );
+        figure(
+            "cluster_catch_up_writes_per_s",
+            target as f64 / took.as_secs_f64(),
+            "writes/s",
+        );
+        late.shutdown().await;
+        for handle in handles {
+            handle.shutdown().await;
+        }
+        drop(nats);
+    });
+}
