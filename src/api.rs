@@ -118,6 +118,7 @@ async fn serve_node(
             key,
         )
         .await?;
+        state.webhooks().set_namespace(cluster.node());
         state.set_cluster(cluster.clone());
         Some(cluster)
     } else {

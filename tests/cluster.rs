@@ -449,3 +449,86 @@ async fn anti_entropy_puts_back_what_the_stream_lost() {
     assert_eq!(again["repaired"], json!(0), "{again}");
     drop(cluster.scratch);
 }
+
+/// A webhook receiver on loopback: the `webhook-id`s it got, in order.
+async fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
+    use warp::Filter;
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let noted = Arc::clone(&got);
+    let route = warp::post()
+        .and(warp::header::<String>("webhook-id"))
+        .map(move |id: String| {
+            noted
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(id);
+            warp::reply::with_status("", warp::http::StatusCode::NO_CONTENT)
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a receiver port");
+    let addr = listener.local_addr().expect("its address");
+    tokio::spawn(warp::serve(route).incoming(listener).run());
+    (format!("http://{addr}/hooks"), got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_webhook_event_fires_once_in_the_cluster() {
+    let cluster = Cluster::start_with(
+        "webhooks",
+        3,
+        false,
+        &["webhooks.allow_networks=[\"127.0.0.1/32\"]"],
+    )
+    .await;
+    let (url, got) = receiver().await;
+    // The same endpoint on every node: endpoints are node configuration.
+    let endpoint = json!({"url": url, "events": ["record.created"], "tables": ["notes"]});
+    for node in &cluster.nodes {
+        node.must(Method::POST, "/v1/webhooks", Some(&endpoint))
+            .await;
+    }
+    for i in 0..30 {
+        let node = &cluster.nodes[i % 3];
+        assert!(insert(node, &format!("h{i}"), i as i64).await);
+    }
+    wait_converged(&cluster.nodes, CONVERGE).await;
+    let started = std::time::Instant::now();
+    loop {
+        let ids = got
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        if ids.len() >= 30 {
+            // A moment for any second delivery of an event to show.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let ids = got
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone();
+            let unique: BTreeSet<&String> = ids.iter().collect();
+            assert_eq!(
+                ids.len(),
+                30,
+                "30 records created, {} deliveries: {ids:?}",
+                ids.len()
+            );
+            assert_eq!(unique.len(), 30, "an event was delivered twice: {ids:?}");
+            for node in 0..3 {
+                let from_node = ids
+                    .iter()
+                    .filter(|id| id.starts_with(&format!("evt_node{node}_")))
+                    .count();
+                assert_eq!(from_node, 10, "node{node} delivered {from_node}: {ids:?}");
+            }
+            break;
+        }
+        assert!(
+            started.elapsed() < CONVERGE,
+            "only {} deliveries: {ids:?}",
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(cluster.scratch);
+}

@@ -188,6 +188,9 @@ struct Inner {
     client: reqwest::Client,
     endpoints: Mutex<BTreeMap<String, Slot>>,
     shutdown: watch::Sender<bool>,
+    /// On a cluster node, its name: event ids are per node, so the
+    /// `webhook-id` names the node too.
+    namespace: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -234,6 +237,7 @@ impl Webhooks {
             client,
             endpoints: Mutex::new(BTreeMap::new()),
             shutdown: watch::Sender::new(false),
+            namespace: std::sync::OnceLock::new(),
         });
         let webhooks = Webhooks { inner };
         let cursors: BTreeMap<String, u64> = webhooks
@@ -473,6 +477,12 @@ impl Webhooks {
         let endpoints = self.lock();
         let slot = endpoints.get(id).ok_or_else(|| unknown(id))?;
         Ok(slot.log.iter().rev().take(limit).cloned().collect())
+    }
+
+    /// Names the cluster node these webhooks deliver for: its `webhook-id`s
+    /// become `evt_<node>_<id>`, unique in the cluster. Set once.
+    pub fn set_namespace(&self, node: &str) {
+        let _ = self.inner.namespace.set(node.to_owned());
     }
 
     /// Stops every worker (an attempt in flight finishes first).
@@ -771,8 +781,9 @@ async fn deliver(
     wake: &Notify,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<bool> {
-    let body = payload(event);
-    let message_id = message_id(event.id);
+    let namespace = inner.namespace.get().map_or("", String::as_str);
+    let message_id = message_id(namespace, event.id);
+    let body = payload(event, &message_id);
     let mut attempt = 0_u32;
     loop {
         attempt += 1;
@@ -989,15 +1000,21 @@ fn note_missed(inner: &Inner, id: &str, generation: u64, cursor: u64, first: u64
 }
 
 /// The `webhook-id` of an event: stable across retries, restarts and replays.
-pub fn message_id(event: u64) -> String {
-    format!("evt_{event}")
+/// On a cluster node (`namespace` is its name) it names the node, whose
+/// event ids are its own.
+pub fn message_id(namespace: &str, event: u64) -> String {
+    if namespace.is_empty() {
+        format!("evt_{event}")
+    } else {
+        format!("evt_{namespace}_{event}")
+    }
 }
 
 /// The body of a delivery (Standard Webhooks payload: `type`, `timestamp`,
 /// `data`).
-pub fn payload(event: &Event) -> Vec<u8> {
+pub fn payload(event: &Event, message_id: &str) -> Vec<u8> {
     let body = serde_json::json!({
-        "id": message_id(event.id),
+        "id": message_id,
         "type": event.kind.name(),
         "timestamp": rfc3339(event.time_ms),
         "data": event.data,
