@@ -310,17 +310,7 @@ impl Database {
             let Some(last) = batch[..outcomes.len()].last().map(|write| write.position) else {
                 return Ok(Vec::new());
             };
-            let value = last.to_string();
-            if let Some(journal) = &state.journal {
-                let entry = Entry::Setting {
-                    key: Cow::Borrowed(STREAM_POSITION_SETTING),
-                    value: Some(Cow::Borrowed(&value)),
-                };
-                state.pending_lsn = Some(journal.append(&entry.encode(), None));
-            }
-            state
-                .settings
-                .insert(STREAM_POSITION_SETTING.to_owned(), value);
+            set_position(&mut state, last);
             let latest = (state.log.latest_seq(), state.events.latest_id());
             (outcomes, state.pending_lsn.take(), latest)
         };
@@ -353,17 +343,7 @@ impl Database {
                 return Ok::<(), EngineError>(());
             }
             warn!(from = current + 1, to, "stream positions no longer on the stream: skipped; anti-entropy repairs their records");
-            let value = to.to_string();
-            if let Some(journal) = &state.journal {
-                let entry = Entry::Setting {
-                    key: Cow::Borrowed(STREAM_POSITION_SETTING),
-                    value: Some(Cow::Borrowed(&value)),
-                };
-                state.pending_lsn = Some(journal.append(&entry.encode(), None));
-            }
-            state
-                .settings
-                .insert(STREAM_POSITION_SETTING.to_owned(), value);
+            set_position(state, to);
             Ok(())
         })
     }
@@ -373,6 +353,21 @@ impl Database {
     pub fn wait_for_seq(&self, seq: u64, timeout: std::time::Duration) -> bool {
         self.watches.wait_for(seq, timeout)
     }
+}
+
+/// Records the last stream position applied, logged with the writes.
+fn set_position(state: &mut State, position: u64) {
+    let value = position.to_string();
+    if let Some(journal) = &state.journal {
+        let entry = Entry::Setting {
+            key: Cow::Borrowed(STREAM_POSITION_SETTING),
+            value: Some(Cow::Borrowed(&value)),
+        };
+        state.pending_lsn = Some(journal.append(&entry.encode(), None));
+    }
+    state
+        .settings
+        .insert(STREAM_POSITION_SETTING.to_owned(), value);
 }
 
 fn apply_one(state: &mut State, stream: &StreamWrite) -> Result<MergeOutcome, EngineError> {
