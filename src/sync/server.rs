@@ -496,11 +496,7 @@ impl SyncServer {
             catch_up: base > 0 && base < scan.horizon,
             tables,
             deferred,
-            hint: plan.as_ref().map(|plan| SyncHint {
-                mode: plan.profile.power.name().to_owned(),
-                next_sync_ms: millis(plan.next_sync),
-                long_poll_ms: millis(plan.long_poll),
-            }),
+            hint: plan.as_ref().map(hint_of),
         };
         let (message, checksum) = batch::seal_batch(&body);
         if body.catch_up && request.cursor == base {
@@ -543,11 +539,7 @@ impl SyncServer {
             catch_up: false,
             tables: Vec::new(),
             deferred: Vec::new(),
-            hint: plan.map(|plan| SyncHint {
-                mode: plan.profile.power.name().to_owned(),
-                next_sync_ms: millis(plan.next_sync),
-                long_poll_ms: millis(plan.long_poll),
-            }),
+            hint: plan.map(hint_of),
         };
         let (message, checksum) = batch::seal_batch(&body);
         self.note_served(&request.device, request.cursor, checksum);
@@ -1014,6 +1006,15 @@ fn typed_fields(
 }
 
 /// A refused request's answer: an error message.
+/// What a pull's answer tells the device about its next sync.
+fn hint_of(plan: &ServePlan) -> SyncHint {
+    SyncHint {
+        mode: plan.profile.power.name().to_owned(),
+        next_sync_ms: millis(plan.next_sync),
+        long_poll_ms: millis(plan.long_poll),
+    }
+}
+
 fn refusal(error: SyncError) -> Vec<u8> {
     debug!(code = error.code(), %error, "sync request refused");
     let body = ErrorBody {
