@@ -23,6 +23,11 @@ use mobilesyncdb::crdt::{ClientId, Value};
 use mobilesyncdb::engine::Database;
 use mobilesyncdb::schema::{FieldSpec, FieldType, Fields, TableSchema};
 
+/// As the `mobilesyncdb` binary does (see the `jemalloc` feature).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const TABLE: &str = "notes";
 
 struct Nats {

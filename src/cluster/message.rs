@@ -1,11 +1,11 @@
 //! A write as it travels on the stream: MessagePack, with the node that took
 //! it in a header.
 
-use mobilesyncdb_crdt::{Change, ClientId};
+use mobilesyncdb_crdt::{Causality, Change, ChangeHash, ClientId, Stamp};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use crate::engine::SequencedWrite;
+use crate::engine::{SequencedWrite, Shown};
 
 /// The header naming the node that took a write.
 pub(crate) const NODE_HEADER: &str = "Msdb-Node";
@@ -21,6 +21,79 @@ pub struct WireWrite {
     pub id: String,
     pub origin: String,
     pub changes: Vec<ByteBuf>,
+    /// What the write shows once stored (see [`Shown`]); absent for writes
+    /// every node merges. A node that cannot read it merges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shown: Option<WireShown>,
+}
+
+/// [`Shown`] on the stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireShown {
+    /// Change hashes, 32 bytes each.
+    pub base: Vec<ByteBuf>,
+    pub hash: ByteBuf,
+    /// Physical milliseconds and logical counter of each change's stamp.
+    pub stamps: Vec<(u64, u32)>,
+    pub row: ByteBuf,
+    pub deleted: bool,
+    pub layout: u64,
+    /// 0 equal, 1 before, 2 after, 3 concurrent.
+    pub causality: u8,
+}
+
+impl WireShown {
+    fn of(shown: &Shown) -> WireShown {
+        WireShown {
+            base: shown
+                .base
+                .iter()
+                .map(|hash| ByteBuf::from(hash.0.to_vec()))
+                .collect(),
+            hash: ByteBuf::from(shown.hash.0.to_vec()),
+            stamps: shown
+                .stamps
+                .iter()
+                .map(|stamp| (stamp.physical_ms, stamp.logical))
+                .collect(),
+            row: ByteBuf::from(shown.row.clone()),
+            deleted: shown.deleted,
+            layout: shown.layout,
+            causality: match shown.causality {
+                Causality::Equal => 0,
+                Causality::Before => 1,
+                Causality::After => 2,
+                Causality::Concurrent => 3,
+            },
+        }
+    }
+
+    /// `None` when malformed: the write is then merged, as one without.
+    fn read(self) -> Option<Shown> {
+        let hash = |bytes: &ByteBuf| ChangeHash::try_from(bytes.as_slice()).ok();
+        Some(Shown {
+            base: self.base.iter().map(hash).collect::<Option<_>>()?,
+            hash: hash(&self.hash)?,
+            stamps: self
+                .stamps
+                .into_iter()
+                .map(|(physical_ms, logical)| Stamp {
+                    physical_ms,
+                    logical,
+                })
+                .collect(),
+            row: self.row.into_vec(),
+            deleted: self.deleted,
+            layout: self.layout,
+            causality: match self.causality {
+                0 => Causality::Equal,
+                1 => Causality::Before,
+                2 => Causality::After,
+                3 => Causality::Concurrent,
+                _ => return None,
+            },
+        })
+    }
 }
 
 impl WireWrite {
@@ -36,6 +109,7 @@ impl WireWrite {
                 .iter()
                 .map(|change| ByteBuf::from(change.clone()))
                 .collect(),
+            shown: write.shown.as_ref().map(WireShown::of),
         };
         // A struct of strings and byte strings always encodes.
         rmp_serde::to_vec_named(&wire).unwrap_or_default()
@@ -57,6 +131,7 @@ impl WireWrite {
             id: wire.id,
             origin: ClientId::from(wire.origin.as_str()),
             changes: wire.changes.into_iter().map(ByteBuf::into_vec).collect(),
+            shown: wire.shown.and_then(WireShown::read),
         })
     }
 }
@@ -72,6 +147,9 @@ pub(crate) fn message_id(write: &SequencedWrite) -> Option<String> {
     if write.origin.as_str() == REPAIR_ORIGIN {
         return None;
     }
+    if let Some(shown) = &write.shown {
+        return Some(shown.hash.to_string());
+    }
     let hash = write
         .changes
         .last()
@@ -83,36 +161,78 @@ pub(crate) fn message_id(write: &SequencedWrite) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mobilesyncdb_crdt::{Edit, Record, Stamp, StampMeta, Value};
+    use mobilesyncdb_crdt::{Edit, Record, StampMeta, Value};
 
-    fn change() -> Vec<u8> {
+    fn change() -> Change {
         let mut record = Record::new(mobilesyncdb_crdt::ActorId::random());
         let meta = StampMeta::new(Stamp::at(1_000), ClientId::from("phone"));
-        let change = record
+        record
             .write(&[Edit::set("title", Value::from("milk"))], &meta)
             .ok()
             .flatten()
-            .map(|change| change.raw_bytes().to_vec());
-        change.unwrap_or_default()
+            .expect("a change")
+    }
+
+    fn write(change: &Change) -> SequencedWrite {
+        SequencedWrite {
+            table: "todos".into(),
+            id: "t1".into(),
+            origin: ClientId::from("phone"),
+            changes: vec![change.raw_bytes().to_vec()],
+            shown: None,
+        }
     }
 
     #[test]
     fn a_write_comes_back_as_it_went() {
-        let write = SequencedWrite {
-            table: "todos".into(),
-            id: "t1".into(),
-            origin: ClientId::from("phone"),
-            changes: vec![change()],
-        };
+        let change = change();
+        let write = write(&change);
         let body = WireWrite::encode(&write);
         assert_eq!(WireWrite::decode(&body), Ok(write.clone()));
         let id = message_id(&write).unwrap_or_default();
-        assert_eq!(id.len(), 64, "a change hash in hex: {id}");
+        assert_eq!(id, change.hash().to_string(), "the change's hash");
         let repair = SequencedWrite {
             origin: ClientId::from(REPAIR_ORIGIN),
             ..write
         };
         assert_eq!(message_id(&repair), None);
+    }
+
+    #[test]
+    fn what_a_write_shows_comes_back_as_it_went() {
+        let change = change();
+        let shown = Shown {
+            base: change.deps().to_vec(),
+            hash: change.hash(),
+            stamps: vec![Stamp {
+                physical_ms: 1_000,
+                logical: 7,
+            }],
+            row: vec![5, 2, b'h', b'i'],
+            deleted: false,
+            layout: 0xfeed,
+            causality: Causality::Concurrent,
+        };
+        let write = SequencedWrite {
+            shown: Some(shown),
+            ..write(&change)
+        };
+        assert_eq!(
+            WireWrite::decode(&WireWrite::encode(&write)),
+            Ok(write.clone())
+        );
+        assert_eq!(message_id(&write), Some(change.hash().to_string()));
+
+        // A body whose `shown` is malformed is still the write, merged.
+        let mut wire: WireWrite =
+            rmp_serde::from_slice(&WireWrite::encode(&write)).expect("a body");
+        if let Some(shown) = wire.shown.as_mut() {
+            shown.hash = ByteBuf::from(vec![1, 2, 3]);
+        }
+        let body = rmp_serde::to_vec_named(&wire).expect("encodes");
+        let decoded = WireWrite::decode(&body).expect("a write");
+        assert_eq!(decoded.shown, None);
+        assert_eq!(decoded.changes, write.changes);
     }
 
     #[test]
@@ -125,6 +245,7 @@ mod tests {
             id: String::new(),
             origin: String::new(),
             changes: Vec::new(),
+            shown: None,
         };
         let body = rmp_serde::to_vec_named(&wire).unwrap_or_default();
         assert_eq!(

@@ -544,6 +544,7 @@ async fn apply_from(
                     id: String::new(),
                     origin: mobilesyncdb_crdt::ClientId::from("stream"),
                     changes: Vec::new(),
+                    shown: None,
                 }
             });
             writes.push(StreamWrite {

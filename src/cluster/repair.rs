@@ -287,6 +287,7 @@ async fn sync_record(
             id,
             origin: mobilesyncdb_crdt::ClientId::from(super::message::REPAIR_ORIGIN),
             changes,
+            shown: None,
         })
         .map_err(|error| error.to_string())?;
         Ok(count)

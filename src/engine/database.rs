@@ -44,7 +44,7 @@ pub use scan::{
 };
 
 use persist::storage_error;
-pub use sequence::{Held, STREAM_POSITION_SETTING, SequencedWrite, Sequencer, StreamWrite};
+pub use sequence::{Held, STREAM_POSITION_SETTING, SequencedWrite, Sequencer, Shown, StreamWrite};
 use state::State;
 
 /// Writes made on behalf of one caller; see [`Database::writer`].
@@ -425,6 +425,7 @@ impl Database {
             mode: state::WriteMode::Local,
             captured: None,
             events_muted: false,
+            prepared: std::collections::HashMap::new(),
         };
         Ok(Database {
             state: Arc::new(RwLock::new(state)),

@@ -96,6 +96,20 @@ pub(crate) struct Table {
     /// Bytes of record ids and of chunk references held by records.
     id_bytes: usize,
     chunk_refs: usize,
+    /// A fingerprint of the schema and policies rows are derived under.
+    layout: u64,
+}
+
+/// A fingerprint of what a table's rows are derived under: its fields, their
+/// order and its policies. Cluster nodes compare it before taking a row
+/// another node derived.
+fn layout_of(schema: &TableSchema) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    serde_json::to_vec(schema)
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    hasher.finish()
 }
 
 impl Table {
@@ -112,6 +126,7 @@ impl Table {
             .filter_map(|spec| Some(Index::new(schema.position(&spec.field)?, spec.unique)))
             .collect();
         Ok(Table {
+            layout: layout_of(&schema),
             schema,
             policies,
             records: Vec::new(),
@@ -131,6 +146,12 @@ impl Table {
 
     pub(crate) fn name(&self) -> &str {
         &self.schema.name
+    }
+
+    /// The fingerprint of the schema and policies this table's rows are
+    /// derived under.
+    pub(crate) fn layout(&self) -> u64 {
+        self.layout
     }
 
     /// Live (not deleted) records.
@@ -227,6 +248,7 @@ impl Table {
                 _ => build.push((position, spec.unique)),
             }
         }
+        self.layout = layout_of(&schema);
         self.schema = schema;
         self.policies = policies;
         for (position, unique) in build {
@@ -345,6 +367,7 @@ impl Table {
         registry: &PolicyRegistry,
     ) -> Result<(), SchemaError> {
         self.policies = build_policies(&schema, registry)?;
+        self.layout = layout_of(&schema);
         self.schema = schema;
         Ok(())
     }

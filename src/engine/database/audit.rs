@@ -60,11 +60,15 @@ impl State {
         for set in detected {
             self.note_conflict(written, &set, now);
         }
-        if written.before.open_conflict {
-            self.close_resolved(written, now);
-        }
-        if open_now {
-            self.open_unrecorded(written, now);
+        // A write stored without its document (see `Shown`) never has a
+        // conflict open before or after it.
+        if let Some(record) = written.record {
+            if written.before.open_conflict {
+                self.close_resolved(written, record, now);
+            }
+            if open_now {
+                self.open_unrecorded(written, record, now);
+            }
         }
         if let Some(kind) = kind {
             let table = &self.tables[usize::from(written.table)];
@@ -162,7 +166,7 @@ impl State {
     /// Records the open manual conflicts of the written record that no write
     /// detected: a policy change that made a field manual while it already
     /// held concurrent values opens its conflict with the policy's change.
-    fn open_unrecorded(&mut self, written: &Written<'_>, now: u64) {
+    fn open_unrecorded(&mut self, written: &Written<'_>, record: &Record, now: u64) {
         let table = &self.tables[usize::from(written.table)];
         let id = table.record(written.slot).id.to_string();
         let recorded: Vec<String> = self
@@ -176,8 +180,8 @@ impl State {
             .fields
             .iter()
             .filter(|field| !field.retired && !recorded.contains(&field.name))
-            .filter(|field| written.record.has_conflict(field.doc_key()))
-            .filter_map(|field| written.record.conflict_set(field.doc_key()).ok())
+            .filter(|field| record.has_conflict(field.doc_key()))
+            .filter_map(|field| record.conflict_set(field.doc_key()).ok())
             .filter(|set| mobilesyncdb_crdt::resolve(table.policy_of_key(set.field()), set).open)
             .collect();
         for set in unrecorded {
@@ -188,7 +192,7 @@ impl State {
     /// Closes the open conflicts of the written record whose field no longer
     /// holds concurrent values, or whose policy no longer keeps them open (a
     /// policy change away from manual).
-    fn close_resolved(&mut self, written: &Written<'_>, now: u64) {
+    fn close_resolved(&mut self, written: &Written<'_>, record: &Record, now: u64) {
         let table = &self.tables[usize::from(written.table)];
         let id = table.record(written.slot).id.to_string();
         for open in self.conflicts.open_of(table.name(), &id) {
@@ -197,8 +201,8 @@ impl State {
                 continue;
             };
             let key = table.key_of(&conflict.field);
-            let still_open = written.record.has_conflict(key)
-                && written.record.conflict_set(key).is_ok_and(|set| {
+            let still_open = record.has_conflict(key)
+                && record.conflict_set(key).is_ok_and(|set| {
                     let policy = table.policies.for_field(&conflict.field);
                     mobilesyncdb_crdt::resolve(policy, &set).open
                 });

@@ -11,12 +11,14 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use mobilesyncdb_crdt::{Change, ClientId};
+use mobilesyncdb_crdt::{Causality, Change, ChangeHash, ClientId, Record, Stamp};
 use tracing::warn;
 
-use super::state::{Captured, State, WriteMode};
+use super::state::{Captured, State, Update, WriteMode, same_heads};
 use super::{Database, FullAccess, MergeOutcome, PatchOutcome, WriteOutcome, storage_error};
+use crate::engine::changelog::Chunk;
 use crate::engine::error::{EngineError, WriteError};
+use crate::engine::row::Row;
 use crate::storage::entry::Entry;
 
 /// The durable setting that holds the last stream position this node applied.
@@ -31,6 +33,36 @@ pub struct SequencedWrite {
     pub origin: ClientId,
     /// Automerge change chunks, in order.
     pub changes: Vec<Vec<u8>>,
+    /// What the write shows once stored, when the node that made it could
+    /// tell; `None` for writes every node merges (repairs, writes that made
+    /// a conflict).
+    pub shown: Option<Shown>,
+}
+
+/// What a write shows once stored, as the node that made it worked it out.
+///
+/// The same changes on the same record state resolve to the same row, so a
+/// node whose record is in the state the write was made on stores the
+/// changes with this row: it skips merging them into a document, checking
+/// the record's fields for conflicts and deriving the row, which otherwise
+/// every node would do again for every write. A node whose record is
+/// elsewhere (another write came first) merges the changes as usual.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shown {
+    /// The record's heads the write was made on: empty for a new record.
+    pub base: Vec<ChangeHash>,
+    /// The hash of the write's last change.
+    pub hash: ChangeHash,
+    /// Each change's stamp, in order.
+    pub stamps: Vec<Stamp>,
+    /// The visible row, encoded as the engine keeps rows.
+    pub row: Vec<u8>,
+    pub deleted: bool,
+    /// The table layout the row is encoded in: a node whose table differs
+    /// (another schema or policy) merges instead.
+    pub layout: u64,
+    /// How the record before the write relates to the write's history.
+    pub causality: Causality,
 }
 
 /// A write read back from the stream, at its position.
@@ -238,6 +270,7 @@ impl Database {
             id,
             origin,
             changes,
+            shown,
         }) = captured
         else {
             // The write changed nothing: there is nothing to order.
@@ -248,9 +281,18 @@ impl Database {
             id,
             origin,
             changes: changes.iter().map(|chunk| chunk.to_vec()).collect(),
+            shown,
         };
-        let applied = sequencing.sequencer.sequence(write, held)?;
-        Ok(outcome.applied(applied.as_ref()))
+        let key = write
+            .shown
+            .as_ref()
+            .map(|_| (write.table.clone(), write.id.clone()));
+        let applied = sequencing.sequencer.sequence(write, held);
+        if let (Err(_), Some((table, id))) = (&applied, key) {
+            // Never applied here: the document made for it is of no use.
+            self.write().forget_prepared(&table, &id);
+        }
+        Ok(outcome.applied(applied?.as_ref()))
     }
 
     /// Puts changes that were made elsewhere back on the stream, unchecked:
@@ -372,6 +414,15 @@ fn set_position(state: &mut State, position: u64) {
 
 fn apply_one(state: &mut State, stream: &StreamWrite) -> Result<MergeOutcome, EngineError> {
     let write = &stream.write;
+    state.events_muted = !stream.own;
+    let shown = write
+        .shown
+        .as_ref()
+        .and_then(|shown| state.apply_shown(write, shown, stream.own));
+    state.events_muted = false;
+    if let Some(outcome) = shown {
+        return outcome.map_err(EngineError::from);
+    }
     let changes = write
         .changes
         .iter()
@@ -394,4 +445,167 @@ fn apply_one(state: &mut State, stream: &StreamWrite) -> Result<MergeOutcome, En
         warn!(position = stream.position, table = %write.table, record = %write.id, %error, "a write from the stream was refused on every node");
     }
     outcome
+}
+
+/// The most documents [`State::prepared`] keeps: at most one per record with
+/// a write in flight, so only a write that never came back leaves one behind;
+/// past this, all are dropped (their writes are then merged, as any other).
+const MAX_PREPARED: usize = 1_024;
+
+/// A document a write of this node made, kept until the write comes back
+/// from the stream.
+#[derive(Debug)]
+pub(super) struct Prepared {
+    /// The hash of the write's last change.
+    hash: ChangeHash,
+    /// The record's latest sequence number when the write was made (`None`
+    /// without a record): any change stored since moved it.
+    latest_seq: Option<u64>,
+    record: Record,
+}
+
+impl State {
+    /// Keeps a write made in [`WriteMode::Capture`] for the stream: its
+    /// changes, and, when it was made on a known state of the record and
+    /// leaves no conflict, what it shows and the document it made.
+    pub(super) fn capture(
+        &mut self,
+        table_id: u16,
+        slot: Option<u32>,
+        id: &str,
+        update: Update,
+        origin: &ClientId,
+    ) {
+        let table = &self.tables[usize::from(table_id)];
+        let clean = !update.open_conflict
+            && update.detected.is_empty()
+            && !slot.is_some_and(|slot| table.has_open_conflict(slot));
+        let latest_seq = slot.map(|slot| table.record(slot).latest_seq);
+        let (name, layout) = (table.name().to_owned(), table.layout());
+        let shown = update.hint.filter(|_| clean).map(|hint| Shown {
+            base: hint.base,
+            hash: hint.hash,
+            stamps: update.logged.iter().map(|(_, stamp)| *stamp).collect(),
+            row: update.row.encoded().to_vec(),
+            deleted: update.deleted,
+            layout,
+            causality: hint.causality,
+        });
+        if let (Some(shown), Some(record)) = (&shown, update.record) {
+            if self.prepared.len() >= MAX_PREPARED {
+                self.prepared.clear();
+            }
+            let prepared = Prepared {
+                hash: shown.hash,
+                latest_seq,
+                record,
+            };
+            self.prepared.insert((table_id, id.to_owned()), prepared);
+        }
+        self.captured = Some(Captured {
+            table: name,
+            id: id.to_owned(),
+            origin: origin.clone(),
+            changes: update.logged.into_iter().map(|(bytes, _)| bytes).collect(),
+            shown,
+        });
+    }
+
+    /// Drops the document a write of this node made, once the write is known
+    /// never to come back.
+    pub(super) fn forget_prepared(&mut self, table: &str, id: &str) {
+        if let Some(&table_id) = self.table_ids.get(table) {
+            self.prepared.remove(&(table_id, id.to_owned()));
+        }
+    }
+
+    /// Stores a write from the stream with what its node showed, when this
+    /// node's record is in the state the write was made on: the document this
+    /// node made for it (its own write, the record unchanged since), no
+    /// document (a new record: loaded when next needed), or the cached one
+    /// at the write's base, with the changes applied. `None` when the record
+    /// is elsewhere: the caller merges the changes.
+    pub(super) fn apply_shown(
+        &mut self,
+        write: &SequencedWrite,
+        shown: &Shown,
+        own: bool,
+    ) -> Option<Result<MergeOutcome, WriteError>> {
+        let table_id = *self.table_ids.get(&write.table)?;
+        let table = &self.tables[usize::from(table_id)];
+        if table.layout() != shown.layout || shown.stamps.len() != write.changes.len() {
+            return None;
+        }
+        let slot = table.slot_of(&write.id);
+        if slot.is_some_and(|slot| table.has_open_conflict(slot)) {
+            return None;
+        }
+        let latest_seq = slot.map(|slot| table.record(slot).latest_seq);
+        let prepared = own
+            .then(|| self.prepared.remove(&(table_id, write.id.clone())))
+            .flatten()
+            .filter(|prepared| prepared.hash == shown.hash && prepared.latest_seq == latest_seq);
+        let record = match (prepared, slot) {
+            (Some(prepared), _) => Some(prepared.record),
+            (None, None) if shown.base.is_empty() => None,
+            (None, Some(slot)) => Some(self.cached_at(table_id, slot, write, shown)?),
+            (None, None) => return None,
+        };
+        let now = self.wall.now_ms();
+        for stamp in &shown.stamps {
+            // Checked by the node that took the write.
+            let _ = self.clock.observe(*stamp, now);
+        }
+        let update = Update {
+            record,
+            logged: write
+                .changes
+                .iter()
+                .zip(&shown.stamps)
+                .map(|(bytes, stamp)| (Chunk::from(bytes.as_slice()), *stamp))
+                .collect(),
+            row: Row::from_encoded(shown.row.clone().into_boxed_slice()),
+            open_conflict: false,
+            deleted: shown.deleted,
+            detected: Vec::new(),
+            hint: None,
+        };
+        let stored = self.store(table_id, slot, &write.id, update, &write.origin);
+        Some(stored.map(|seqs| MergeOutcome {
+            id: write.id.clone(),
+            seqs,
+            duplicates: 0,
+            causality: shown.causality,
+            conflicted_fields: Vec::new(),
+        }))
+    }
+
+    /// The record's cached document with the write's changes applied, when
+    /// the document is at the write's base; `None` (the document back in the
+    /// cache, or dropped when applying failed) otherwise.
+    fn cached_at(
+        &mut self,
+        table_id: u16,
+        slot: u32,
+        write: &SequencedWrite,
+        shown: &Shown,
+    ) -> Option<Record> {
+        let mut record = self.cache.take(table_id, slot)?;
+        if !same_heads(&record.heads(), &shown.base) {
+            self.cache.put(table_id, slot, record);
+            return None;
+        }
+        let changes = write
+            .changes
+            .iter()
+            .map(|bytes| Change::from_bytes(bytes.clone()))
+            .collect::<Result<Vec<_>, _>>();
+        let Ok(changes) = changes else {
+            self.cache.put(table_id, slot, record);
+            return None;
+        };
+        // On failure the document is dropped: the merge loads it again.
+        record.apply_changes(changes).ok()?;
+        record.missing_deps().is_empty().then_some(record)
+    }
 }

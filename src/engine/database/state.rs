@@ -2,7 +2,7 @@
 //! memory check, the merge into the record's document, and storing the result in
 //! the table, its indexes and the change log.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use mobilesyncdb_crdt::{
@@ -12,6 +12,7 @@ use mobilesyncdb_crdt::{
 use tracing::{debug, info, warn};
 
 use super::audit::detect_conflicts;
+use super::sequence::{Prepared, Shown};
 use super::{
     LoggedChange, MemoryStats, MergeOutcome, PatchOutcome, RowAccess, WallClock, WriteOutcome,
 };
@@ -61,6 +62,10 @@ pub(super) struct State {
     /// No webhook events are made while set: a cluster node applying another
     /// node's write leaves its events to that node, so each fires once.
     pub(super) events_muted: bool,
+    /// The documents this node's writes made, while the writes go through the
+    /// cluster's stream, by table and record: stored as they are when the
+    /// write comes back and the record has not changed since.
+    pub(super) prepared: HashMap<(u16, String), Prepared>,
 }
 
 /// How the write path treats a write.
@@ -85,6 +90,7 @@ pub(super) struct Captured {
     pub(super) id: String,
     pub(super) origin: ClientId,
     pub(super) changes: Vec<Chunk>,
+    pub(super) shown: Option<Shown>,
 }
 
 /// Per-slot bookkeeping beyond the row and chunk bytes.
@@ -367,6 +373,7 @@ impl State {
             Some(slot) => self.load(table_id, slot)?,
             None => Record::new(self.actor.clone()),
         };
+        let base = (self.mode == WriteMode::Capture).then(|| record.heads());
         let report = record
             .merge(changes)
             .map_err(|source| record_error(table, id, source))?;
@@ -404,13 +411,22 @@ impl State {
                 (Chunk::from(change.raw_bytes()), stamp)
             })
             .collect();
+        let hint = base
+            .filter(|_| conflicted_fields.is_empty())
+            .zip(report.applied.last())
+            .map(|(base, last)| Hint {
+                base,
+                hash: last.hash(),
+                causality: report.causality,
+            });
         let update = Update {
-            record,
+            record: Some(record),
             logged,
             row,
             open_conflict,
             deleted,
             detected,
+            hint,
         };
         let seqs = self.store(table_id, existing, id, update, origin)?;
         if report.causality == Causality::Concurrent {
@@ -501,6 +517,7 @@ impl State {
             access,
         } = target;
         let failed = |table: &Table, source| record_error(table.name(), id, source);
+        let base = (self.mode == WriteMode::Capture).then(|| record.heads());
         let change = write(&mut record)
             .map_err(|source| failed(&self.tables[usize::from(table_id)], source))?;
         let Some(change) = change else {
@@ -523,6 +540,16 @@ impl State {
         };
         let table = &self.tables[usize::from(table_id)];
         let deleted = matches!(expected, Expected::Deleted);
+        // A write at the record's current state comes after all of it: other
+        // nodes in that state take its row as it is.
+        let hint = match expected {
+            Expected::Row(_) | Expected::Deleted => base.map(|base| Hint {
+                base,
+                hash: change.hash(),
+                causality: Causality::Before,
+            }),
+            Expected::Derived => None,
+        };
         let (row, open_conflict) = match expected {
             Expected::Row(row) if !slot.is_some_and(|slot| table.has_open_conflict(slot)) => {
                 (row, false)
@@ -534,12 +561,13 @@ impl State {
         };
         kept_in_reach(table, id, &row, deleted, access)?;
         let update = Update {
-            record,
+            record: Some(record),
             logged: vec![(chunk, meta.stamp)],
             row,
             open_conflict,
             deleted,
             detected,
+            hint,
         };
         let seqs = self.store(table_id, slot, id, update, &meta.writer)?;
         Ok(WriteOutcome {
@@ -550,7 +578,7 @@ impl State {
     }
 
     /// Stores what a write produced: the saved document, row, indexes and log entries.
-    fn store(
+    pub(super) fn store(
         &mut self,
         table_id: u16,
         slot: Option<u32>,
@@ -572,14 +600,10 @@ impl State {
             });
         }
         if self.mode == WriteMode::Capture {
-            // Handed to the cluster's stream instead: the document made here
-            // is dropped, and the change is stored when it comes back.
-            self.captured = Some(Captured {
-                table: self.tables[usize::from(table_id)].name().to_owned(),
-                id: id.to_owned(),
-                origin: origin.clone(),
-                changes: update.logged.into_iter().map(|(bytes, _)| bytes).collect(),
-            });
+            // Handed to the cluster's stream instead: the change is stored
+            // when it comes back, with the document made here if the record
+            // has not changed by then.
+            self.capture(table_id, slot, id, update, origin);
             return Ok(Vec::new());
         }
         let slot = match slot {
@@ -595,7 +619,9 @@ impl State {
             }
             seqs.push(self.append_change(table_id, slot, stamp, origin.clone(), bytes));
         }
-        self.compact_if_due(table_id, slot, &update.record);
+        if let Some(record) = &update.record {
+            self.compact_if_due(table_id, slot, record);
+        }
         let table = &mut self.tables[usize::from(table_id)];
         table.set_row(slot, update.row, update.deleted, update.open_conflict);
         if !update.detected.is_empty() {
@@ -611,12 +637,14 @@ impl State {
                 slot,
                 seq: *seq,
                 origin,
-                record: &update.record,
+                record: update.record.as_ref(),
                 before,
             };
             self.note_write(&written, update.detected);
         }
-        self.cache.put(table_id, slot, update.record);
+        if let Some(record) = update.record {
+            self.cache.put(table_id, slot, record);
+        }
         let now = self.clock.last();
         self.trim_log(now);
         Ok(seqs)
@@ -755,15 +783,28 @@ pub(super) enum Expected {
 }
 
 /// What a write leaves behind.
-struct Update {
-    record: Record,
+pub(super) struct Update {
+    /// The record's document after the write: `None` when a write from the
+    /// stream was stored from what its node showed (the document is loaded
+    /// when next needed).
+    pub(super) record: Option<Record>,
     /// The bytes and stamp of each new change, oldest first.
-    logged: Vec<(Chunk, Stamp)>,
-    row: Row,
-    open_conflict: bool,
-    deleted: bool,
+    pub(super) logged: Vec<(Chunk, Stamp)>,
+    pub(super) row: Row,
+    pub(super) open_conflict: bool,
+    pub(super) deleted: bool,
     /// Conflicts the write's changes made.
-    detected: Vec<ConflictSet>,
+    pub(super) detected: Vec<ConflictSet>,
+    /// Set when the write was made on a known state of the record (captured
+    /// writes only): what other nodes need to take its row as it is.
+    pub(super) hint: Option<Hint>,
+}
+
+/// The state a captured write was made on.
+pub(super) struct Hint {
+    pub(super) base: Vec<ChangeHash>,
+    pub(super) hash: ChangeHash,
+    pub(super) causality: Causality,
 }
 
 /// A record as it was before a write.
@@ -790,7 +831,9 @@ pub(super) struct Written<'a> {
     /// The sequence number of its last change.
     pub(super) seq: u64,
     pub(super) origin: &'a ClientId,
-    pub(super) record: &'a Record,
+    /// `None` for a write stored without its document, which never has a
+    /// conflict open before or after it.
+    pub(super) record: Option<&'a Record>,
     pub(super) before: Before,
 }
 
@@ -844,7 +887,7 @@ pub(super) fn refuse_skewed(
 }
 
 /// Whether two sets of heads name the same changes, in any order.
-fn same_heads(left: &[ChangeHash], right: &[ChangeHash]) -> bool {
+pub(super) fn same_heads(left: &[ChangeHash], right: &[ChangeHash]) -> bool {
     left.len() == right.len() && left.iter().all(|head| right.contains(head))
 }
 
