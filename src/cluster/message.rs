@@ -10,6 +10,25 @@ use crate::engine::{SequencedWrite, Shown};
 /// The header naming the node that took a write.
 pub(crate) const NODE_HEADER: &str = "Msdb-Node";
 
+/// The header that tells the node that took a write which of its writers
+/// waits for it: `<boot>-<ticket>`, in hex, where `boot` is drawn at random
+/// each time the node joins (a ticket of an earlier run is never taken for
+/// one of this run).
+pub(crate) const TICKET_HEADER: &str = "Msdb-Ticket";
+
+/// The value of [`TICKET_HEADER`].
+pub(crate) fn ticket_value(boot: u64, ticket: u64) -> String {
+    format!("{boot:x}-{ticket:x}")
+}
+
+/// The ticket in a [`TICKET_HEADER`] value, when it is of this run (`boot`).
+pub(crate) fn ticket_of(value: &str, boot: u64) -> Option<u64> {
+    let (of, ticket) = value.split_once('-')?;
+    (u64::from_str_radix(of, 16).ok()? == boot)
+        .then(|| u64::from_str_radix(ticket, 16).ok())
+        .flatten()
+}
+
 /// The message body's format version.
 const VERSION: u8 = 1;
 
@@ -233,6 +252,15 @@ mod tests {
         let decoded = WireWrite::decode(&body).expect("a write");
         assert_eq!(decoded.shown, None);
         assert_eq!(decoded.changes, write.changes);
+    }
+
+    #[test]
+    fn a_ticket_is_read_back_only_in_the_run_that_gave_it() {
+        let value = ticket_value(0xabc, 42);
+        assert_eq!(ticket_of(&value, 0xabc), Some(42));
+        assert_eq!(ticket_of(&value, 0xabd), None);
+        assert_eq!(ticket_of("abc", 0xabc), None);
+        assert_eq!(ticket_of("abc-zz", 0xabc), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-use super::message::{NODE_HEADER, WireWrite, message_id};
+use super::message::{NODE_HEADER, TICKET_HEADER, WireWrite, message_id, ticket_of, ticket_value};
 use super::progress::Progress;
 use crate::config::{ClusterAck, ClusterConfig};
 use crate::engine::{
@@ -90,6 +90,8 @@ pub(super) struct Shared {
     pub(super) js: jetstream::Context,
     pub(super) subject: String,
     pub(super) progress: Arc<Progress>,
+    /// Drawn at random when the node joins: names this run in write tickets.
+    boot: u64,
     /// The admin key this node shows its peers (anti-entropy).
     pub(super) peer_key: Option<String>,
     stream_position: AtomicU64,
@@ -169,6 +171,7 @@ impl Cluster {
             .last_sequence;
         let progress = Arc::new(Progress::default());
         progress.resume(db.stream_position());
+        let boot = fastrand::u64(..);
         let shared = Arc::new(Shared {
             config: config.clone(),
             node: node.clone(),
@@ -178,6 +181,7 @@ impl Cluster {
             js,
             subject,
             progress: Arc::clone(&progress),
+            boot,
             peer_key,
             stream_position: AtomicU64::new(last),
             published: Arc::new(AtomicU64::new(0)),
@@ -191,6 +195,7 @@ impl Cluster {
         db.attach_sequencer(Arc::new(NatsSequencer {
             requests,
             progress,
+            tickets: AtomicU64::new(0),
             ack: config.ack,
             timeout: Duration::from_millis(config.write_timeout_ms),
         }))?;
@@ -355,8 +360,8 @@ struct Publish {
     write: SequencedWrite,
     /// Given back once the write is applied (`ack = "local"`).
     held: Held,
-    /// Where the stream's answer goes (`ack = "stream"`).
-    reply: Option<std::sync::mpsc::SyncSender<Result<u64, String>>>,
+    /// The ticket its writer waits on (`ack = "stream"`).
+    ticket: Option<u64>,
 }
 
 /// The engine's side of the cluster: hands writes to the publisher.
@@ -364,6 +369,7 @@ struct Publish {
 struct NatsSequencer {
     requests: mpsc::UnboundedSender<Publish>,
     progress: Arc<Progress>,
+    tickets: AtomicU64,
     ack: ClusterAck,
     timeout: Duration,
 }
@@ -384,32 +390,37 @@ impl Sequencer for NatsSequencer {
                 .send(Publish {
                     write,
                     held,
-                    reply: None,
+                    ticket: None,
                 })
                 .map_err(|_| stopped())?;
             return Ok(None);
         }
-        let (reply, answer) = std::sync::mpsc::sync_channel(1);
-        self.requests
-            .send(Publish {
-                write,
-                held: Held::none(),
-                reply: Some(reply),
-            })
-            .map_err(|_| stopped())?;
-        let position = match answer.recv_timeout(self.timeout) {
-            Ok(Ok(position)) => position,
-            Ok(Err(reason)) => return Err(unavailable(reason)),
-            Err(_) => {
-                return Err(unavailable(format!(
+        let ticket = self.tickets.fetch_add(1, Ordering::Relaxed);
+        let answer = self.progress.register(ticket);
+        let sent = self.requests.send(Publish {
+            write,
+            held: Held::none(),
+            ticket: Some(ticket),
+        });
+        if sent.is_err() {
+            self.progress.give_up(ticket);
+            return Err(stopped());
+        }
+        let answered = answer.recv_timeout(self.timeout);
+        drop(held);
+        match answered {
+            Ok(answer) => answer,
+            Err(_) => Err(unavailable(match self.progress.give_up(ticket) {
+                Some(position) => format!(
+                    "the write is on the cluster's stream at position {position}, but this node has not applied it within {} ms; it will be applied, and repeating the write is harmless",
+                    self.timeout.as_millis()
+                ),
+                None => format!(
                     "the cluster's stream did not take the write within {} ms; nothing was applied by this request, and repeating it is harmless",
                     self.timeout.as_millis()
-                )));
-            }
-        };
-        let outcome = self.progress.wait(position, self.timeout);
-        drop(held);
-        outcome
+                ),
+            })),
+        }
     }
 }
 
@@ -424,41 +435,43 @@ async fn publish(shared: Arc<Shared>, mut requests: mpsc::UnboundedReceiver<Publ
         if let Some(id) = &id {
             message = message.message_id(id);
         }
+        if let Some(ticket) = request.ticket {
+            message = message.header(TICKET_HEADER, ticket_value(shared.boot, ticket));
+        }
         let sent = shared
             .js
             .send_publish(shared.subject.clone(), message)
             .await;
         let shared = Arc::clone(&shared);
-        let Publish { held, reply, write } = request;
+        let Publish {
+            held,
+            ticket,
+            write,
+        } = request;
         let answered = async move {
             let acked = match sent {
                 Ok(pending) => pending.await.map_err(|error| error.to_string()),
                 Err(error) => Err(error.to_string()),
             };
-            let position = match acked {
-                Ok(ack) => {
+            match (acked, ticket) {
+                (Ok(ack), ticket) => {
                     shared.published.fetch_add(1, Ordering::Relaxed);
                     if ack.duplicate {
                         debug!(position = ack.sequence, id = ?id, "the stream had this write already");
                     }
-                    Ok(ack.sequence)
+                    match ticket {
+                        Some(ticket) => shared.progress.placed(ticket, ack.sequence, ack.duplicate),
+                        None => shared.progress.hold_until(ack.sequence, held),
+                    }
                 }
-                Err(reason) => {
+                (Err(reason), ticket) => {
                     let reason = format!("the cluster's stream refused the write: {reason}");
                     shared.note_error(reason.clone());
-                    if reply.is_none() {
-                        error!(table = %write.table, record = %write.id, %reason, "a write answered before the stream took it is lost");
-                    }
-                    Err(reason)
-                }
-            };
-            match reply {
-                Some(reply) => {
-                    let _ = reply.send(position);
-                }
-                None => {
-                    if let Ok(position) = position {
-                        shared.progress.hold_until(position, held);
+                    match ticket {
+                        Some(ticket) => shared.progress.failed(ticket, reason),
+                        None => {
+                            error!(table = %write.table, record = %write.id, %reason, "a write answered before the stream took it is lost")
+                        }
                     }
                 }
             }
@@ -504,7 +517,6 @@ async fn apply_from(
         .await
         .map_err(|error| format!("cannot read the stream: {error}"))?;
     let limit = shared.config.apply_batch;
-    let keep = shared.config.ack == ClusterAck::Stream;
     loop {
         let first = match messages.next().await {
             Some(Ok(message)) => message,
@@ -524,6 +536,7 @@ async fn apply_from(
         }
         let applied = shared.progress.applied();
         let mut writes = Vec::with_capacity(batch.len());
+        let mut tickets = Vec::with_capacity(batch.len());
         for message in &batch {
             let position = message
                 .info()
@@ -532,11 +545,19 @@ async fn apply_from(
             if position <= applied {
                 continue;
             }
-            let own = message
-                .headers
-                .as_ref()
-                .and_then(|headers| headers.get(NODE_HEADER))
-                .is_some_and(|node| node.as_str() == shared.node);
+            let header = |name| {
+                message
+                    .headers
+                    .as_ref()
+                    .and_then(|headers| headers.get(name))
+                    .map(async_nats::HeaderValue::as_str)
+            };
+            let own = header(NODE_HEADER) == Some(shared.node.as_str());
+            tickets.push(
+                header(TICKET_HEADER)
+                    .filter(|_| own)
+                    .and_then(|value| ticket_of(value, shared.boot)),
+            );
             let write = WireWrite::decode(&message.payload).unwrap_or_else(|reason| {
                 error!(position, %reason, "a stream message is not a write; applied as nothing");
                 SequencedWrite {
@@ -570,13 +591,12 @@ async fn apply_from(
         let last = writes[..count]
             .last()
             .map_or(applied, |write| write.position);
-        let own = writes
-            .iter()
+        let own = tickets
+            .into_iter()
             .zip(outcomes)
-            .filter(|(write, _)| write.own)
-            .map(|(write, outcome)| (write.position, outcome))
+            .filter_map(|(ticket, outcome)| Some((ticket?, outcome)))
             .collect();
-        shared.progress.record(last, own, keep);
+        shared.progress.record(last, own);
         shared
             .applied_count
             .fetch_add(count as u64, Ordering::Relaxed);
@@ -652,7 +672,7 @@ async fn skip_lost(shared: &Arc<Shared>, stream: &stream::Stream, last: u64) {
     let db = shared.db.clone();
     let skipped = tokio::task::spawn_blocking(move || db.skip_stream_to(gap_end)).await;
     if let Ok(Ok(())) = skipped {
-        shared.progress.record(gap_end, Vec::new(), false);
+        shared.progress.record(gap_end, Vec::new());
         shared.note_error(format!(
             "stream positions {}..={gap_end} are no longer on the stream; anti-entropy repairs their records",
             applied + 1
