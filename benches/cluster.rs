@@ -142,6 +142,55 @@ async fn throughput(nodes: &[Database], prefix: &str, writes: u64, writers: u64)
     writes as f64 / started.elapsed().as_secs_f64()
 }
 
+/// CPU time a process has used (all its threads, user and system), from
+/// `/proc/<pid>/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ticks = *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(100.0)
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses: utime and
+    // stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |index: usize| -> f64 {
+        fields
+            .get(index)
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let used = field(11) + field(12);
+    Duration::from_secs_f64(used / ticks)
+}
+
+/// Microseconds of CPU per write while `run` makes `writes` writes, in this
+/// process and in `others`.
+async fn cpu_per_write<F: std::future::Future<Output = f64>>(
+    others: &[u32],
+    writes: u64,
+    run: F,
+) -> (f64, f64) {
+    let used = || {
+        std::iter::once(std::process::id())
+            .chain(others.iter().copied())
+            .map(cpu_time)
+            .sum::<Duration>()
+    };
+    let before = used();
+    let rate = run.await;
+    let cpu = used().saturating_sub(before);
+    (rate, cpu.as_secs_f64() * 1e6 / writes as f64)
+}
+
 fn percentile(mut values: Vec<Duration>, pct: f64) -> Duration {
     values.sort_unstable();
     let index = ((values.len() as f64 - 1.0) * pct / 100.0).round() as usize;
@@ -162,7 +211,9 @@ fn main() {
     runtime.block_on(async {
         // One node on its own.
         let single = node(None, "single").await;
-        let one = throughput(&[single.state().database().clone()], "s", writes, writers).await;
+        let db = single.state().database().clone();
+        let (one, one_cpu) =
+            cpu_per_write(&[], writes, throughput(&[db], "s", writes, writers)).await;
         single.shutdown().await;
         figure("cluster_writes_per_s_1_node", one, "writes/s");
 
@@ -176,9 +227,17 @@ fn main() {
             .iter()
             .map(|handle| handle.state().database().clone())
             .collect();
-        let three = throughput(&dbs, "c", writes, writers).await;
+        let (three, three_cpu) = cpu_per_write(
+            &[nats.child.id()],
+            writes,
+            throughput(&dbs, "c", writes, writers),
+        )
+        .await;
         figure("cluster_writes_per_s_3_nodes", three, "writes/s");
         figure("cluster_3_nodes_over_1_node", three / one, "×");
+        // Every process counted: the nodes, nats-server and the writers.
+        figure("cluster_cpu_us_per_write_1_node", one_cpu, "µs");
+        figure("cluster_cpu_us_per_write_3_nodes", three_cpu, "µs");
 
         // Lag: from a write's answer on node0 to its apply on node1 and node2.
         let mut lags = Vec::new();
