@@ -1,33 +1,11 @@
-//! A write as it travels on the stream: MessagePack, with the node that took
-//! it in a header.
+//! A write as it travels on the stream: MessagePack (an array per struct),
+//! with the node that took it and the ticket its writer waits on.
 
 use mobilesyncdb_crdt::{Causality, Change, ChangeHash, ClientId, Stamp};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use crate::engine::{SequencedWrite, Shown};
-
-/// The header naming the node that took a write.
-pub(crate) const NODE_HEADER: &str = "Msdb-Node";
-
-/// The header that tells the node that took a write which of its writers
-/// waits for it: `<boot>-<ticket>`, in hex, where `boot` is drawn at random
-/// each time the node joins (a ticket of an earlier run is never taken for
-/// one of this run).
-pub(crate) const TICKET_HEADER: &str = "Msdb-Ticket";
-
-/// The value of [`TICKET_HEADER`].
-pub(crate) fn ticket_value(boot: u64, ticket: u64) -> String {
-    format!("{boot:x}-{ticket:x}")
-}
-
-/// The ticket in a [`TICKET_HEADER`] value, when it is of this run (`boot`).
-pub(crate) fn ticket_of(value: &str, boot: u64) -> Option<u64> {
-    let (of, ticket) = value.split_once('-')?;
-    (u64::from_str_radix(of, 16).ok()? == boot)
-        .then(|| u64::from_str_radix(ticket, 16).ok())
-        .flatten()
-}
 
 /// The message body's format version.
 const VERSION: u8 = 1;
@@ -36,14 +14,36 @@ const VERSION: u8 = 1;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireWrite {
     pub v: u8,
+    /// The node that took the write: only it makes the write's webhook
+    /// events, and answers its writer.
+    pub node: String,
+    /// The ticket the write's writer waits on, with the run of the node that
+    /// gave it (drawn at random each time a node joins, so that a ticket of
+    /// an earlier run is never taken for one of this run).
+    pub ticket: Option<Ticket>,
     pub table: String,
     pub id: String,
     pub origin: String,
     pub changes: Vec<ByteBuf>,
     /// What the write shows once stored (see [`Shown`]); absent for writes
     /// every node merges. A node that cannot read it merges.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub shown: Option<WireShown>,
+}
+
+/// A writer's ticket: the run of the node that gave it, and its number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    pub run: u64,
+    pub number: u64,
+}
+
+/// A write read from the stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Received {
+    pub node: String,
+    pub ticket: Option<Ticket>,
+    pub write: SequencedWrite,
 }
 
 /// [`Shown`] on the stream.
@@ -116,10 +116,12 @@ impl WireShown {
 }
 
 impl WireWrite {
-    /// The body of `write`.
-    pub fn encode(write: &SequencedWrite) -> Vec<u8> {
+    /// The body of `write`, taken by `node`, whose writer waits on `ticket`.
+    pub fn encode(write: &SequencedWrite, node: &str, ticket: Option<Ticket>) -> Vec<u8> {
         let wire = WireWrite {
             v: VERSION,
+            node: node.to_owned(),
+            ticket,
             table: write.table.clone(),
             id: write.id.clone(),
             origin: write.origin.as_str().to_owned(),
@@ -131,7 +133,7 @@ impl WireWrite {
             shown: write.shown.as_ref().map(WireShown::of),
         };
         // A struct of strings and byte strings always encodes.
-        rmp_serde::to_vec_named(&wire).unwrap_or_default()
+        rmp_serde::to_vec(&wire).unwrap_or_default()
     }
 
     /// The write a body holds.
@@ -139,18 +141,22 @@ impl WireWrite {
     /// # Errors
     ///
     /// A description of what is wrong with the body.
-    pub fn decode(body: &[u8]) -> Result<SequencedWrite, String> {
+    pub fn decode(body: &[u8]) -> Result<Received, String> {
         let wire: WireWrite =
             rmp_serde::from_slice(body).map_err(|error| format!("not a write: {error}"))?;
         if wire.v != VERSION {
             return Err(format!("write format {} is not {VERSION}", wire.v));
         }
-        Ok(SequencedWrite {
-            table: wire.table,
-            id: wire.id,
-            origin: ClientId::from(wire.origin.as_str()),
-            changes: wire.changes.into_iter().map(ByteBuf::into_vec).collect(),
-            shown: wire.shown.and_then(WireShown::read),
+        Ok(Received {
+            node: wire.node,
+            ticket: wire.ticket,
+            write: SequencedWrite {
+                table: wire.table,
+                id: wire.id,
+                origin: ClientId::from(wire.origin.as_str()),
+                changes: wire.changes.into_iter().map(ByteBuf::into_vec).collect(),
+                shown: wire.shown.and_then(WireShown::read),
+            },
         })
     }
 }
@@ -206,8 +212,14 @@ mod tests {
     fn a_write_comes_back_as_it_went() {
         let change = change();
         let write = write(&change);
-        let body = WireWrite::encode(&write);
-        assert_eq!(WireWrite::decode(&body), Ok(write.clone()));
+        let ticket = Ticket { run: 7, number: 42 };
+        let body = WireWrite::encode(&write, "node-a", Some(ticket));
+        let received = Received {
+            node: "node-a".to_owned(),
+            ticket: Some(ticket),
+            write: write.clone(),
+        };
+        assert_eq!(WireWrite::decode(&body), Ok(received));
         let id = message_id(&write).unwrap_or_default();
         assert_eq!(id, change.hash().to_string(), "the change's hash");
         let repair = SequencedWrite {
@@ -236,31 +248,24 @@ mod tests {
             shown: Some(shown),
             ..write(&change)
         };
-        assert_eq!(
-            WireWrite::decode(&WireWrite::encode(&write)),
-            Ok(write.clone())
-        );
+        let body = WireWrite::encode(&write, "node-a", None);
+        let received = WireWrite::decode(&body).expect("a write");
+        assert_eq!((received.write, received.ticket), (write.clone(), None));
         assert_eq!(message_id(&write), Some(change.hash().to_string()));
 
         // A body whose `shown` is malformed is still the write, merged.
-        let mut wire: WireWrite =
-            rmp_serde::from_slice(&WireWrite::encode(&write)).expect("a body");
+        let mut wire: WireWrite = rmp_serde::from_slice(&body).expect("a body");
         if let Some(shown) = wire.shown.as_mut() {
             shown.hash = ByteBuf::from(vec![1, 2, 3]);
         }
-        let body = rmp_serde::to_vec_named(&wire).expect("encodes");
-        let decoded = WireWrite::decode(&body).expect("a write");
+        let body = rmp_serde::to_vec(&wire).expect("encodes");
+        let decoded = WireWrite::decode(&body).expect("a write").write;
         assert_eq!(decoded.shown, None);
         assert_eq!(decoded.changes, write.changes);
-    }
 
-    #[test]
-    fn a_ticket_is_read_back_only_in_the_run_that_gave_it() {
-        let value = ticket_value(0xabc, 42);
-        assert_eq!(ticket_of(&value, 0xabc), Some(42));
-        assert_eq!(ticket_of(&value, 0xabd), None);
-        assert_eq!(ticket_of("abc", 0xabc), None);
-        assert_eq!(ticket_of("abc-zz", 0xabc), None);
+        // Bodies written with field names read the same.
+        let named = rmp_serde::to_vec_named(&wire).expect("encodes");
+        assert_eq!(WireWrite::decode(&named).expect("a write").write, decoded);
     }
 
     #[test]
@@ -269,6 +274,8 @@ mod tests {
         assert!(refused.starts_with("not a write"), "{refused}");
         let mut wire = WireWrite {
             v: 9,
+            node: String::new(),
+            ticket: None,
             table: String::new(),
             id: String::new(),
             origin: String::new(),

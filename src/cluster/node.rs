@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-use super::message::{NODE_HEADER, TICKET_HEADER, WireWrite, message_id, ticket_of, ticket_value};
+use super::message::{Received, Ticket, WireWrite, message_id};
 use super::progress::Progress;
 use crate::config::{ClusterAck, ClusterConfig};
 use crate::engine::{
@@ -429,14 +429,14 @@ impl Sequencer for NatsSequencer {
 async fn publish(shared: Arc<Shared>, mut requests: mpsc::UnboundedReceiver<Publish>) {
     while let Some(request) = requests.recv().await {
         let id = message_id(&request.write);
-        let mut message = jetstream::message::PublishMessage::build()
-            .payload(WireWrite::encode(&request.write).into())
-            .header(NODE_HEADER, shared.node.as_str());
+        let ticket = request.ticket.map(|number| Ticket {
+            run: shared.boot,
+            number,
+        });
+        let body = WireWrite::encode(&request.write, &shared.node, ticket);
+        let mut message = jetstream::message::PublishMessage::build().payload(body.into());
         if let Some(id) = &id {
             message = message.message_id(id);
-        }
-        if let Some(ticket) = request.ticket {
-            message = message.header(TICKET_HEADER, ticket_value(shared.boot, ticket));
         }
         let sent = shared
             .js
@@ -545,29 +545,30 @@ async fn apply_from(
             if position <= applied {
                 continue;
             }
-            let header = |name| {
-                message
-                    .headers
-                    .as_ref()
-                    .and_then(|headers| headers.get(name))
-                    .map(async_nats::HeaderValue::as_str)
-            };
-            let own = header(NODE_HEADER) == Some(shared.node.as_str());
-            tickets.push(
-                header(TICKET_HEADER)
-                    .filter(|_| own)
-                    .and_then(|value| ticket_of(value, shared.boot)),
-            );
-            let write = WireWrite::decode(&message.payload).unwrap_or_else(|reason| {
+            let Received {
+                node,
+                ticket,
+                write,
+            } = WireWrite::decode(&message.payload).unwrap_or_else(|reason| {
                 error!(position, %reason, "a stream message is not a write; applied as nothing");
-                SequencedWrite {
-                    table: String::new(),
-                    id: String::new(),
-                    origin: mobilesyncdb_crdt::ClientId::from("stream"),
-                    changes: Vec::new(),
-                    shown: None,
+                Received {
+                    node: String::new(),
+                    ticket: None,
+                    write: SequencedWrite {
+                        table: String::new(),
+                        id: String::new(),
+                        origin: mobilesyncdb_crdt::ClientId::from("stream"),
+                        changes: Vec::new(),
+                        shown: None,
+                    },
                 }
             });
+            let own = node == shared.node;
+            tickets.push(
+                ticket
+                    .filter(|ticket| own && ticket.run == shared.boot)
+                    .map(|ticket| ticket.number),
+            );
             writes.push(StreamWrite {
                 position,
                 own,
