@@ -1,5 +1,8 @@
-//! A write as it travels on the stream: MessagePack (an array per struct),
-//! with the node that took it and the ticket its writer waits on.
+//! Writes as they travel on the stream: MessagePack (an array per struct).
+//!
+//! A message holds the writes one node published together: one when writes
+//! come one at a time, several when they queue up behind the publisher (the
+//! stream then stores, and every node reads, one message for all of them).
 
 use mobilesyncdb_crdt::{Causality, Change, ChangeHash, ClientId, Stamp};
 use serde::{Deserialize, Serialize};
@@ -10,16 +13,20 @@ use crate::engine::{SequencedWrite, Shown};
 /// The message body's format version.
 const VERSION: u8 = 1;
 
-/// A write on the stream.
+/// A message on the stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireMessage {
+    pub v: u8,
+    /// The node that took the writes: only it makes their webhook events,
+    /// and answers their writers.
+    pub node: String,
+    pub writes: Vec<WireWrite>,
+}
+
+/// A write in a message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireWrite {
-    pub v: u8,
-    /// The node that took the write: only it makes the write's webhook
-    /// events, and answers its writer.
-    pub node: String,
-    /// The ticket the write's writer waits on, with the run of the node that
-    /// gave it (drawn at random each time a node joins, so that a ticket of
-    /// an earlier run is never taken for one of this run).
+    /// The ticket the write's writer waits on.
     pub ticket: Option<Ticket>,
     pub table: String,
     pub id: String,
@@ -27,23 +34,23 @@ pub struct WireWrite {
     pub changes: Vec<ByteBuf>,
     /// What the write shows once stored (see [`Shown`]); absent for writes
     /// every node merges. A node that cannot read it merges.
-    #[serde(default)]
     pub shown: Option<WireShown>,
 }
 
-/// A writer's ticket: the run of the node that gave it, and its number.
+/// A writer's ticket: the run of the node that gave it (drawn at random each
+/// time a node joins, so that a ticket of an earlier run is never taken for
+/// one of this run), and its number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ticket {
     pub run: u64,
     pub number: u64,
 }
 
-/// A write read from the stream.
+/// A message read from the stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Received {
     pub node: String,
-    pub ticket: Option<Ticket>,
-    pub write: SequencedWrite,
+    pub writes: Vec<(Option<Ticket>, SequencedWrite)>,
 }
 
 /// [`Shown`] on the stream.
@@ -115,72 +122,99 @@ impl WireShown {
     }
 }
 
-impl WireWrite {
-    /// The body of `write`, taken by `node`, whose writer waits on `ticket`.
-    pub fn encode(write: &SequencedWrite, node: &str, ticket: Option<Ticket>) -> Vec<u8> {
-        let wire = WireWrite {
+impl WireMessage {
+    /// The body of a message of `writes`, taken by `node`, each with the
+    /// ticket its writer waits on.
+    pub fn encode(node: &str, writes: &[(&SequencedWrite, Option<Ticket>)]) -> Vec<u8> {
+        let wire = WireMessage {
             v: VERSION,
             node: node.to_owned(),
-            ticket,
-            table: write.table.clone(),
-            id: write.id.clone(),
-            origin: write.origin.as_str().to_owned(),
-            changes: write
-                .changes
+            writes: writes
                 .iter()
-                .map(|change| ByteBuf::from(change.clone()))
+                .map(|(write, ticket)| WireWrite {
+                    ticket: *ticket,
+                    table: write.table.clone(),
+                    id: write.id.clone(),
+                    origin: write.origin.as_str().to_owned(),
+                    changes: write
+                        .changes
+                        .iter()
+                        .map(|change| ByteBuf::from(change.clone()))
+                        .collect(),
+                    shown: write.shown.as_ref().map(WireShown::of),
+                })
                 .collect(),
-            shown: write.shown.as_ref().map(WireShown::of),
         };
-        // A struct of strings and byte strings always encodes.
+        // Strings, numbers and byte strings always encode.
         rmp_serde::to_vec(&wire).unwrap_or_default()
     }
 
-    /// The write a body holds.
+    /// The writes a body holds.
     ///
     /// # Errors
     ///
     /// A description of what is wrong with the body.
     pub fn decode(body: &[u8]) -> Result<Received, String> {
-        let wire: WireWrite =
-            rmp_serde::from_slice(body).map_err(|error| format!("not a write: {error}"))?;
+        let wire: WireMessage = rmp_serde::from_slice(body)
+            .map_err(|error| format!("not a message of writes: {error}"))?;
         if wire.v != VERSION {
-            return Err(format!("write format {} is not {VERSION}", wire.v));
+            return Err(format!("message format {} is not {VERSION}", wire.v));
         }
+        let writes = wire
+            .writes
+            .into_iter()
+            .map(|wire| {
+                let write = SequencedWrite {
+                    table: wire.table,
+                    id: wire.id,
+                    origin: ClientId::from(wire.origin.as_str()),
+                    changes: wire.changes.into_iter().map(ByteBuf::into_vec).collect(),
+                    shown: wire.shown.and_then(WireShown::read),
+                };
+                (wire.ticket, write)
+            })
+            .collect();
         Ok(Received {
             node: wire.node,
-            ticket: wire.ticket,
-            write: SequencedWrite {
-                table: wire.table,
-                id: wire.id,
-                origin: ClientId::from(wire.origin.as_str()),
-                changes: wire.changes.into_iter().map(ByteBuf::into_vec).collect(),
-                shown: wire.shown.and_then(WireShown::read),
-            },
+            writes,
         })
     }
+}
+
+/// The bytes a write adds to a message, about.
+pub(crate) fn encoded_len(write: &SequencedWrite) -> usize {
+    let changes: usize = write.changes.iter().map(Vec::len).sum();
+    let shown = write.shown.as_ref().map_or(0, |shown| {
+        shown.row.len() + 32 * (shown.base.len() + 1) + 16 * shown.stamps.len() + 24
+    });
+    64 + write.table.len() + write.id.len() + write.origin.as_str().len() + changes + shown
 }
 
 /// The origin of changes anti-entropy puts back on the stream.
 pub(crate) const REPAIR_ORIGIN: &str = "anti-entropy";
 
-/// The message id of a write: its last change's hash, so that the stream
-/// stores a write published twice (a retry, or the same changes pushed to
-/// two nodes) once within its duplicate window. A repair has none: the
-/// stream may remember the id of the very message that was lost.
-pub(crate) fn message_id(write: &SequencedWrite) -> Option<String> {
+/// The message id of a message of one write: its last change's hash, so
+/// that the stream stores a write published twice (a retry, or the same
+/// changes pushed to two nodes) once within its duplicate window. A repair
+/// has none: the stream may remember the id of the very message that was
+/// lost. A message of several writes has none either: a write in it that the
+/// stream holds already is found a duplicate when applied, by its changes'
+/// hashes, and changes nothing.
+pub(crate) fn message_id(writes: &[&SequencedWrite]) -> Option<String> {
+    let [write] = writes else {
+        return None;
+    };
     if write.origin.as_str() == REPAIR_ORIGIN {
         return None;
     }
     if let Some(shown) = &write.shown {
         return Some(shown.hash.to_string());
     }
-    let hash = write
+    write
         .changes
         .last()
         .and_then(|bytes| Change::from_bytes(bytes.clone()).ok())
-        .map(|change| change.hash().to_string());
-    Some(hash.unwrap_or_else(|| format!("{}/{}", write.table, write.id)))
+        .map(|change| change.hash().to_string())
 }
 
 #[cfg(test)]
@@ -188,11 +222,11 @@ mod tests {
     use super::*;
     use mobilesyncdb_crdt::{Edit, Record, StampMeta, Value};
 
-    fn change() -> Change {
+    fn change(title: &str) -> Change {
         let mut record = Record::new(mobilesyncdb_crdt::ActorId::random());
         let meta = StampMeta::new(Stamp::at(1_000), ClientId::from("phone"));
         record
-            .write(&[Edit::set("title", Value::from("milk"))], &meta)
+            .write(&[Edit::set("title", Value::from(title))], &meta)
             .ok()
             .flatten()
             .expect("a change")
@@ -208,31 +242,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_write_comes_back_as_it_went() {
-        let change = change();
-        let write = write(&change);
-        let ticket = Ticket { run: 7, number: 42 };
-        let body = WireWrite::encode(&write, "node-a", Some(ticket));
-        let received = Received {
-            node: "node-a".to_owned(),
-            ticket: Some(ticket),
-            write: write.clone(),
-        };
-        assert_eq!(WireWrite::decode(&body), Ok(received));
-        let id = message_id(&write).unwrap_or_default();
-        assert_eq!(id, change.hash().to_string(), "the change's hash");
-        let repair = SequencedWrite {
-            origin: ClientId::from(REPAIR_ORIGIN),
-            ..write
-        };
-        assert_eq!(message_id(&repair), None);
-    }
-
-    #[test]
-    fn what_a_write_shows_comes_back_as_it_went() {
-        let change = change();
-        let shown = Shown {
+    fn shown(change: &Change) -> Shown {
+        Shown {
             base: change.deps().to_vec(),
             hash: change.hash(),
             stamps: vec![Stamp {
@@ -243,51 +254,80 @@ mod tests {
             deleted: false,
             layout: 0xfeed,
             causality: Causality::Concurrent,
-        };
-        let write = SequencedWrite {
-            shown: Some(shown),
-            ..write(&change)
-        };
-        let body = WireWrite::encode(&write, "node-a", None);
-        let received = WireWrite::decode(&body).expect("a write");
-        assert_eq!((received.write, received.ticket), (write.clone(), None));
-        assert_eq!(message_id(&write), Some(change.hash().to_string()));
-
-        // A body whose `shown` is malformed is still the write, merged.
-        let mut wire: WireWrite = rmp_serde::from_slice(&body).expect("a body");
-        if let Some(shown) = wire.shown.as_mut() {
-            shown.hash = ByteBuf::from(vec![1, 2, 3]);
         }
-        let body = rmp_serde::to_vec(&wire).expect("encodes");
-        let decoded = WireWrite::decode(&body).expect("a write").write;
-        assert_eq!(decoded.shown, None);
-        assert_eq!(decoded.changes, write.changes);
-
-        // Bodies written with field names read the same.
-        let named = rmp_serde::to_vec_named(&wire).expect("encodes");
-        assert_eq!(WireWrite::decode(&named).expect("a write").write, decoded);
     }
 
     #[test]
-    fn a_body_that_is_not_a_write_is_refused_with_a_reason() {
-        let refused = WireWrite::decode(b"\x01\x02").unwrap_err();
-        assert!(refused.starts_with("not a write"), "{refused}");
-        let mut wire = WireWrite {
+    fn a_message_of_writes_comes_back_as_it_went() {
+        let (first, second) = (change("milk"), change("eggs"));
+        let plain = write(&first);
+        let with_shown = SequencedWrite {
+            shown: Some(shown(&second)),
+            ..write(&second)
+        };
+        let ticket = Ticket { run: 7, number: 42 };
+        let body = WireMessage::encode("node-a", &[(&plain, Some(ticket)), (&with_shown, None)]);
+        let received = Received {
+            node: "node-a".to_owned(),
+            writes: vec![(Some(ticket), plain.clone()), (None, with_shown.clone())],
+        };
+        assert_eq!(WireMessage::decode(&body), Ok(received));
+    }
+
+    #[test]
+    fn a_lone_write_is_identified_by_its_change_hash_and_a_message_of_several_or_a_repair_is_not() {
+        let change = change("milk");
+        let plain = write(&change);
+        assert_eq!(message_id(&[&plain]), Some(change.hash().to_string()));
+        let with_shown = SequencedWrite {
+            shown: Some(shown(&change)),
+            ..plain.clone()
+        };
+        assert_eq!(message_id(&[&with_shown]), Some(change.hash().to_string()));
+        assert_eq!(message_id(&[&plain, &with_shown]), None);
+        let repair = SequencedWrite {
+            origin: ClientId::from(REPAIR_ORIGIN),
+            ..plain
+        };
+        assert_eq!(message_id(&[&repair]), None);
+    }
+
+    #[test]
+    fn a_malformed_shown_leaves_the_write_to_be_merged() {
+        let change = change("milk");
+        let write = SequencedWrite {
+            shown: Some(shown(&change)),
+            ..write(&change)
+        };
+        let body = WireMessage::encode("node-a", &[(&write, None)]);
+        let mut wire: WireMessage = rmp_serde::from_slice(&body).expect("a body");
+        if let Some(shown) = wire.writes[0].shown.as_mut() {
+            shown.hash = ByteBuf::from(vec![1, 2, 3]);
+        }
+        let body = rmp_serde::to_vec(&wire).expect("encodes");
+        let (_, decoded) = WireMessage::decode(&body)
+            .expect("a message")
+            .writes
+            .remove(0);
+        assert_eq!(decoded.shown, None);
+        assert_eq!(decoded.changes, write.changes);
+    }
+
+    #[test]
+    fn a_body_that_is_not_a_message_of_writes_is_refused_with_a_reason() {
+        let refused = WireMessage::decode(b"\x01\x02").unwrap_err();
+        assert!(refused.starts_with("not a message of writes"), "{refused}");
+        let mut wire = WireMessage {
             v: 9,
             node: String::new(),
-            ticket: None,
-            table: String::new(),
-            id: String::new(),
-            origin: String::new(),
-            changes: Vec::new(),
-            shown: None,
+            writes: Vec::new(),
         };
-        let body = rmp_serde::to_vec_named(&wire).unwrap_or_default();
+        let body = rmp_serde::to_vec(&wire).unwrap_or_default();
         assert_eq!(
-            WireWrite::decode(&body).unwrap_err(),
-            "write format 9 is not 1"
+            WireMessage::decode(&body).unwrap_err(),
+            "message format 9 is not 1"
         );
         wire.v = VERSION;
-        assert!(WireWrite::decode(&rmp_serde::to_vec_named(&wire).unwrap_or_default()).is_ok());
+        assert!(WireMessage::decode(&rmp_serde::to_vec(&wire).unwrap_or_default()).is_ok());
     }
 }

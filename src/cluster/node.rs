@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
-use super::message::{Received, Ticket, WireWrite, message_id};
+use super::message::{Received, Ticket, WireMessage, encoded_len, message_id};
 use super::progress::Progress;
 use crate::config::{ClusterAck, ClusterConfig};
 use crate::engine::{
@@ -424,16 +424,41 @@ impl Sequencer for NatsSequencer {
     }
 }
 
+/// The most writes one message holds.
+const MESSAGE_WRITES: usize = 256;
+
+/// About the most bytes one message holds (nats-server takes 1 MiB by
+/// default); a single larger write goes alone.
+const MESSAGE_BYTES: usize = 256 << 10;
+
 /// Publishes writes in the order they come, without waiting for each answer:
 /// many are in flight at once, and each answer goes back to its writer.
+/// Writes that queued up while the last message went out go together in the
+/// next one.
 async fn publish(shared: Arc<Shared>, mut requests: mpsc::UnboundedReceiver<Publish>) {
-    while let Some(request) = requests.recv().await {
-        let id = message_id(&request.write);
-        let ticket = request.ticket.map(|number| Ticket {
-            run: shared.boot,
-            number,
-        });
-        let body = WireWrite::encode(&request.write, &shared.node, ticket);
+    while let Some(first) = requests.recv().await {
+        let mut bytes = encoded_len(&first.write);
+        let mut batch = vec![first];
+        while batch.len() < MESSAGE_WRITES && bytes < MESSAGE_BYTES {
+            let Ok(next) = requests.try_recv() else {
+                break;
+            };
+            bytes += encoded_len(&next.write);
+            batch.push(next);
+        }
+        let writes: Vec<&SequencedWrite> = batch.iter().map(|request| &request.write).collect();
+        let id = message_id(&writes);
+        let tickets: Vec<_> = batch
+            .iter()
+            .map(|request| &request.write)
+            .zip(batch.iter().map(|request| {
+                request.ticket.map(|number| Ticket {
+                    run: shared.boot,
+                    number,
+                })
+            }))
+            .collect();
+        let body = WireMessage::encode(&shared.node, &tickets);
         let mut message = jetstream::message::PublishMessage::build().payload(body.into());
         if let Some(id) = &id {
             message = message.message_id(id);
@@ -443,34 +468,38 @@ async fn publish(shared: Arc<Shared>, mut requests: mpsc::UnboundedReceiver<Publ
             .send_publish(shared.subject.clone(), message)
             .await;
         let shared = Arc::clone(&shared);
-        let Publish {
-            held,
-            ticket,
-            write,
-        } = request;
         let answered = async move {
             let acked = match sent {
                 Ok(pending) => pending.await.map_err(|error| error.to_string()),
                 Err(error) => Err(error.to_string()),
             };
-            match (acked, ticket) {
-                (Ok(ack), ticket) => {
-                    shared.published.fetch_add(1, Ordering::Relaxed);
+            match acked {
+                Ok(ack) => {
+                    shared
+                        .published
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
                     if ack.duplicate {
                         debug!(position = ack.sequence, id = ?id, "the stream had this write already");
                     }
-                    match ticket {
-                        Some(ticket) => shared.progress.placed(ticket, ack.sequence, ack.duplicate),
-                        None => shared.progress.hold_until(ack.sequence, held),
+                    for request in batch {
+                        match request.ticket {
+                            Some(ticket) => {
+                                shared.progress.placed(ticket, ack.sequence, ack.duplicate);
+                            }
+                            None => shared.progress.hold_until(ack.sequence, request.held),
+                        }
                     }
                 }
-                (Err(reason), ticket) => {
+                Err(reason) => {
                     let reason = format!("the cluster's stream refused the write: {reason}");
                     shared.note_error(reason.clone());
-                    match ticket {
-                        Some(ticket) => shared.progress.failed(ticket, reason),
-                        None => {
-                            error!(table = %write.table, record = %write.id, %reason, "a write answered before the stream took it is lost")
+                    for request in batch {
+                        match request.ticket {
+                            Some(ticket) => shared.progress.failed(ticket, reason.clone()),
+                            None => {
+                                let write = &request.write;
+                                error!(table = %write.table, record = %write.id, %reason, "a write answered before the stream took it is lost");
+                            }
                         }
                     }
                 }
@@ -545,35 +574,41 @@ async fn apply_from(
             if position <= applied {
                 continue;
             }
-            let Received {
-                node,
-                ticket,
-                write,
-            } = WireWrite::decode(&message.payload).unwrap_or_else(|reason| {
-                error!(position, %reason, "a stream message is not a write; applied as nothing");
+            let decoded = WireMessage::decode(&message.payload).and_then(|received| {
+                if received.writes.is_empty() {
+                    Err("an empty message".to_owned())
+                } else {
+                    Ok(received)
+                }
+            });
+            let Received { node, writes: held } = decoded.unwrap_or_else(|reason| {
+                // Still a position: it is applied as a write that fails.
+                error!(position, %reason, "a stream message holds no writes; applied as nothing");
+                let nothing = SequencedWrite {
+                    table: String::new(),
+                    id: String::new(),
+                    origin: mobilesyncdb_crdt::ClientId::from("stream"),
+                    changes: Vec::new(),
+                    shown: None,
+                };
                 Received {
                     node: String::new(),
-                    ticket: None,
-                    write: SequencedWrite {
-                        table: String::new(),
-                        id: String::new(),
-                        origin: mobilesyncdb_crdt::ClientId::from("stream"),
-                        changes: Vec::new(),
-                        shown: None,
-                    },
+                    writes: vec![(None, nothing)],
                 }
             });
             let own = node == shared.node;
-            tickets.push(
-                ticket
-                    .filter(|ticket| own && ticket.run == shared.boot)
-                    .map(|ticket| ticket.number),
-            );
-            writes.push(StreamWrite {
-                position,
-                own,
-                write,
-            });
+            for (ticket, write) in held {
+                tickets.push(
+                    ticket
+                        .filter(|ticket| own && ticket.run == shared.boot)
+                        .map(|ticket| ticket.number),
+                );
+                writes.push(StreamWrite {
+                    position,
+                    own,
+                    write,
+                });
+            }
         }
         if writes.is_empty() {
             continue;

@@ -312,14 +312,15 @@ impl Database {
         sequencing.sequencer.sequence(write, Held::none())
     }
 
-    /// Applies writes read from the stream, in order, under one lock: each as
-    /// a merge of its changes, with the node's clock and memory bounds out of
-    /// the way (the node that took the write checked them), then records the
+    /// Applies writes read from the stream, in order, under one lock (writes
+    /// of one stream message share its position): each stored as its node
+    /// showed it, or merged, with the node's clock and memory bounds out of
+    /// the way (the node that took the write checked them); then records the
     /// last position, and waits until all of it is durable. Gives each write's
     /// outcome: a refusal here is the same on every node. A write to a table
     /// this node does not have yet (tables are created on each node) stops
-    /// the batch before it: the outcomes are then fewer than the writes, and
-    /// the rest is applied once the table exists.
+    /// the batch before its message: the outcomes are then fewer than the
+    /// writes, and the rest is applied once the table exists.
     ///
     /// # Errors
     ///
@@ -340,13 +341,19 @@ impl Database {
             let mut state = self.write();
             state.mode = WriteMode::Apply;
             let mut outcomes = Vec::with_capacity(batch.len());
-            for stream in batch {
-                let table = &stream.write.table;
-                if !table.is_empty() && !state.table_ids.contains_key(table) {
-                    warn!(position = stream.position, table = %table, "a write from the stream is for a table this node does not have yet: holding it back until the table is created");
+            // A position (a message) is applied whole or not at all.
+            for message in batch.chunk_by(|left, right| left.position == right.position) {
+                let missing = message
+                    .iter()
+                    .map(|stream| &stream.write.table)
+                    .find(|table| !table.is_empty() && !state.table_ids.contains_key(*table));
+                if let Some(table) = missing {
+                    warn!(position = message[0].position, table = %table, "a write from the stream is for a table this node does not have yet: holding it back until the table is created");
                     break;
                 }
-                outcomes.push(apply_one(&mut state, stream));
+                for stream in message {
+                    outcomes.push(apply_one(&mut state, stream));
+                }
             }
             state.mode = WriteMode::Local;
             let Some(last) = batch[..outcomes.len()].last().map(|write| write.position) else {
