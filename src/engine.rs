@@ -33,8 +33,8 @@ pub use database::{
     Database, Deferral, EngineStats, ExportCursor, ExportPage, ExportedRecord, FullAccess, Held,
     LoggedChange, ManualClock, MemoryStats, MergeOutcome, PatchOutcome, Payload, PolicyChange,
     PolicyOutcome, RowAccess, STREAM_POSITION_SETTING, ScanRequest, ScanResult, ScannedRecord,
-    ScannedState, SequencedWrite, Sequencer, Shown, StreamWrite, SystemClock, TableScope,
-    WallClock, WriteOutcome, Writer,
+    ScannedState, SequencedWrite, Sequencer, Shown, StreamApplies, StreamWrite, SystemClock,
+    TableScope, WallClock, WriteOutcome, Writer,
 };
 pub use error::{EngineError, MigrationError, ReadError, SchemaError, WriteError};
 pub use query::{

@@ -66,6 +66,11 @@ pub struct ClusterStatus {
     /// started.
     pub published: u64,
     pub applied: u64,
+    /// Of the writes applied, how many were stored as the node that took
+    /// them showed them (the record was in the state they were made on),
+    /// and how many were merged.
+    pub applied_as_shown: u64,
+    pub applied_merged: u64,
     /// Other nodes heard from.
     pub peers: Vec<PeerStatus>,
     /// The latest trouble, if any (cleared when things work again).
@@ -240,6 +245,7 @@ impl Cluster {
     pub fn status(&self) -> ClusterStatus {
         let shared = &self.shared;
         let applied_position = shared.progress.applied();
+        let applies = shared.db.stream_applies();
         let stream_position = shared
             .stream_position
             .load(Ordering::Relaxed)
@@ -271,6 +277,8 @@ impl Cluster {
             lag: stream_position - applied_position,
             published: shared.published.load(Ordering::Relaxed),
             applied: shared.applied_count.load(Ordering::Relaxed),
+            applied_as_shown: applies.shown,
+            applied_merged: applies.merged,
             peers,
             last_error: shared
                 .last_error

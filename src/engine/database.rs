@@ -44,7 +44,9 @@ pub use scan::{
 };
 
 use persist::storage_error;
-pub use sequence::{Held, STREAM_POSITION_SETTING, SequencedWrite, Sequencer, Shown, StreamWrite};
+pub use sequence::{
+    Held, STREAM_POSITION_SETTING, SequencedWrite, Sequencer, Shown, StreamApplies, StreamWrite,
+};
 use state::State;
 
 /// Writes made on behalf of one caller; see [`Database::writer`].
@@ -426,6 +428,7 @@ impl Database {
             captured: None,
             events_muted: false,
             prepared: std::collections::HashMap::new(),
+            stream_applies: StreamApplies::default(),
         };
         Ok(Database {
             state: Arc::new(RwLock::new(state)),

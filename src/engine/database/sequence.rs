@@ -65,6 +65,17 @@ pub struct Shown {
     pub causality: Causality,
 }
 
+/// How this node stored the writes it applied from the stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamApplies {
+    /// Stored as the node that made them showed them ([`Shown`]): the record
+    /// was in the state they were made on.
+    pub shown: u64,
+    /// Merged into the record's document: another write came first, the
+    /// write made a conflict, or it is a repair.
+    pub merged: u64,
+}
+
 /// A write read back from the stream, at its position.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamWrite {
@@ -397,6 +408,12 @@ impl Database {
         })
     }
 
+    /// How the writes applied from the stream since the database opened were
+    /// stored.
+    pub fn stream_applies(&self) -> StreamApplies {
+        self.read().stream_applies
+    }
+
     /// Blocks until this node has applied up to sequence number `seq`, or
     /// `timeout` passes; whether it has.
     pub fn wait_for_seq(&self, seq: u64, timeout: std::time::Duration) -> bool {
@@ -428,8 +445,10 @@ fn apply_one(state: &mut State, stream: &StreamWrite) -> Result<MergeOutcome, En
         .and_then(|shown| state.apply_shown(write, shown, stream.own));
     state.events_muted = false;
     if let Some(outcome) = shown {
+        state.stream_applies.shown += 1;
         return outcome.map_err(EngineError::from);
     }
+    state.stream_applies.merged += 1;
     let changes = write
         .changes
         .iter()

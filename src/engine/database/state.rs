@@ -66,6 +66,8 @@ pub(super) struct State {
     /// cluster's stream, by table and record: stored as they are when the
     /// write comes back and the record has not changed since.
     pub(super) prepared: HashMap<(u16, String), Prepared>,
+    /// Writes from the stream stored as their node showed them, and merged.
+    pub(super) stream_applies: super::sequence::StreamApplies,
 }
 
 /// How the write path treats a write.
