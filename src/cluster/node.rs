@@ -435,8 +435,9 @@ impl Sequencer for NatsSequencer {
 /// The most writes one message holds.
 const MESSAGE_WRITES: usize = 256;
 
-/// About the most bytes one message holds (nats-server takes 1 MiB by
-/// default); a single larger write goes alone.
+/// About the most bytes one message holds, unless the NATS server takes
+/// less (half its `max_payload` then; 1 MiB by default); a single larger
+/// write goes alone.
 const MESSAGE_BYTES: usize = 256 << 10;
 
 /// Publishes writes in the order they come, without waiting for each answer:
@@ -444,14 +445,33 @@ const MESSAGE_BYTES: usize = 256 << 10;
 /// Writes that queued up while the last message went out go together in the
 /// next one.
 async fn publish(shared: Arc<Shared>, mut requests: mpsc::UnboundedReceiver<Publish>) {
-    while let Some(first) = requests.recv().await {
+    let max_payload = shared.client.server_info().max_payload;
+    let message_bytes = match max_payload {
+        0 => MESSAGE_BYTES,
+        server => MESSAGE_BYTES.min(server / 2),
+    };
+    // A write that did not fit the last message starts the next one.
+    let mut carried: Option<Publish> = None;
+    loop {
+        let first = match carried.take() {
+            Some(first) => first,
+            None => match requests.recv().await {
+                Some(first) => first,
+                None => return,
+            },
+        };
         let mut bytes = encoded_len(&first.write);
         let mut batch = vec![first];
-        while batch.len() < MESSAGE_WRITES && bytes < MESSAGE_BYTES {
+        while batch.len() < MESSAGE_WRITES {
             let Ok(next) = requests.try_recv() else {
                 break;
             };
-            bytes += encoded_len(&next.write);
+            let more = encoded_len(&next.write);
+            if bytes + more > message_bytes {
+                carried = Some(next);
+                break;
+            }
+            bytes += more;
             batch.push(next);
         }
         let writes: Vec<&SequencedWrite> = batch.iter().map(|request| &request.write).collect();
