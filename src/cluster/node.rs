@@ -96,12 +96,11 @@ pub(super) struct Shared {
     pub(super) subject: String,
     pub(super) progress: Arc<Progress>,
     /// Drawn at random when the node joins: names this run in write tickets.
-    boot: u64,
+    run: u64,
     /// The admin key this node shows its peers (anti-entropy).
     pub(super) peer_key: Option<String>,
     stream_position: AtomicU64,
     published: Arc<AtomicU64>,
-    applied_count: AtomicU64,
     peers: Mutex<BTreeMap<String, Peer>>,
     last_error: Mutex<Option<String>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -176,7 +175,7 @@ impl Cluster {
             .last_sequence;
         let progress = Arc::new(Progress::default());
         progress.resume(db.stream_position());
-        let boot = fastrand::u64(..);
+        let run = fastrand::u64(..);
         let shared = Arc::new(Shared {
             config: config.clone(),
             node: node.clone(),
@@ -186,11 +185,10 @@ impl Cluster {
             js,
             subject,
             progress: Arc::clone(&progress),
-            boot,
+            run,
             peer_key,
             stream_position: AtomicU64::new(last),
             published: Arc::new(AtomicU64::new(0)),
-            applied_count: AtomicU64::new(0),
             peers: Mutex::new(BTreeMap::new()),
             last_error: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
@@ -276,7 +274,7 @@ impl Cluster {
             applied_position,
             lag: stream_position - applied_position,
             published: shared.published.load(Ordering::Relaxed),
-            applied: shared.applied_count.load(Ordering::Relaxed),
+            applied: applies.shown + applies.merged,
             applied_as_shown: applies.shown,
             applied_merged: applies.merged,
             peers,
@@ -474,19 +472,18 @@ async fn publish(shared: Arc<Shared>, mut requests: mpsc::UnboundedReceiver<Publ
             bytes += more;
             batch.push(next);
         }
-        let writes: Vec<&SequencedWrite> = batch.iter().map(|request| &request.write).collect();
-        let id = message_id(&writes);
-        let tickets: Vec<_> = batch
+        let writes: Vec<(&SequencedWrite, Option<Ticket>)> = batch
             .iter()
-            .map(|request| &request.write)
-            .zip(batch.iter().map(|request| {
-                request.ticket.map(|number| Ticket {
-                    run: shared.boot,
+            .map(|request| {
+                let ticket = request.ticket.map(|number| Ticket {
+                    run: shared.run,
                     number,
-                })
-            }))
+                });
+                (&request.write, ticket)
+            })
             .collect();
-        let body = WireMessage::encode(&shared.node, &tickets);
+        let id = message_id(&writes.iter().map(|(write, _)| *write).collect::<Vec<_>>());
+        let body = WireMessage::encode(&shared.node, &writes);
         let mut message = jetstream::message::PublishMessage::build().payload(body.into());
         if let Some(id) = &id {
             message = message.message_id(id);
@@ -628,7 +625,7 @@ async fn apply_from(
             for (ticket, write) in held {
                 tickets.push(
                     ticket
-                        .filter(|ticket| own && ticket.run == shared.boot)
+                        .filter(|ticket| own && ticket.run == shared.run)
                         .map(|ticket| ticket.number),
                 );
                 writes.push(StreamWrite {
@@ -661,9 +658,6 @@ async fn apply_from(
             .filter_map(|(ticket, outcome)| Some((ticket?, outcome)))
             .collect();
         shared.progress.record(last, own);
-        shared
-            .applied_count
-            .fetch_add(count as u64, Ordering::Relaxed);
         shared.stream_position.fetch_max(last, Ordering::Relaxed);
         if let Some(table) = held_back {
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -558,6 +558,10 @@ impl State {
         own: bool,
     ) -> Option<Result<MergeOutcome, WriteError>> {
         let table_id = *self.table_ids.get(&write.table)?;
+        // Taken whatever follows: the write is back, merged or not.
+        let prepared = own
+            .then(|| self.prepared.remove(&(table_id, write.id.clone())))
+            .flatten();
         let table = &self.tables[usize::from(table_id)];
         if table.layout() != shown.layout || shown.stamps.len() != write.changes.len() {
             return None;
@@ -567,9 +571,7 @@ impl State {
             return None;
         }
         let latest_seq = slot.map(|slot| table.record(slot).latest_seq);
-        let prepared = own
-            .then(|| self.prepared.remove(&(table_id, write.id.clone())))
-            .flatten()
+        let prepared = prepared
             .filter(|prepared| prepared.hash == shown.hash && prepared.latest_seq == latest_seq);
         let record = match (prepared, slot) {
             (Some(prepared), _) => Some(prepared.record),

@@ -519,7 +519,9 @@ impl State {
             access,
         } = target;
         let failed = |table: &Table, source| record_error(table.name(), id, source);
-        let base = (self.mode == WriteMode::Capture).then(|| record.heads());
+        // Only a write whose row is known without deriving it can show it.
+        let base = (self.mode == WriteMode::Capture && !matches!(expected, Expected::Derived))
+            .then(|| record.heads());
         let change = write(&mut record)
             .map_err(|source| failed(&self.tables[usize::from(table_id)], source))?;
         let Some(change) = change else {
@@ -544,14 +546,11 @@ impl State {
         let deleted = matches!(expected, Expected::Deleted);
         // A write at the record's current state comes after all of it: other
         // nodes in that state take its row as it is.
-        let hint = match expected {
-            Expected::Row(_) | Expected::Deleted => base.map(|base| Hint {
-                base,
-                hash: change.hash(),
-                causality: Causality::Before,
-            }),
-            Expected::Derived => None,
-        };
+        let hint = base.map(|base| Hint {
+            base,
+            hash: change.hash(),
+            causality: Causality::Before,
+        });
         let (row, open_conflict) = match expected {
             Expected::Row(row) if !slot.is_some_and(|slot| table.has_open_conflict(slot)) => {
                 (row, false)
